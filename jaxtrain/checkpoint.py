@@ -1,0 +1,82 @@
+"""orbax checkpoints: latest + periodic + best-by-metric, with data-iterator state.
+
+Each checkpoint is a Composite of `state` (the TrainState pytree), `data` (the grain
+iterator state of the next batch, JSON) and `meta` (epoch, loop counters, history; JSON).
+Keeping latest and best through a preservation policy (not `max_to_keep` + `best_fn`) means
+keep-best can never delete the newest checkpoint a resume needs.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as cm
+
+
+class Checkpointer:
+    def __init__(self, directory: str, *, best_metric: str, best_mode: str = "max",
+                 keep_every_steps: int = 0, save_interval_steps: int = 1):
+        if best_mode not in ("max", "min"):
+            raise ValueError(f"checkpoint.best_mode must be 'max' or 'min', got {best_mode!r}")
+        self.best_metric, self.best_mode = best_metric, best_mode
+        metric = self._metric
+        policies = [cm.LatestN(n=1), cm.BestN(get_metric_fn=metric, reverse=best_mode == "min",
+                                              n=1, keep_checkpoints_without_metrics=False)]
+        if keep_every_steps > 0:
+            policies.append(cm.EveryNSteps(keep_every_steps))
+        options = ocp.CheckpointManagerOptions(
+            save_interval_steps=save_interval_steps, best_fn=metric, best_mode=best_mode,
+            preservation_policy=cm.AnyPreservationPolicy(policies), create=True,
+            enable_async_checkpointing=True)
+        self.manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+    def _metric(self, metrics: dict) -> float:
+        return float(metrics[self.best_metric])
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def best_step(self) -> int | None:
+        return self.manager.best_step()
+
+    def save(self, step: int, state: Any, data_state: Any, meta: dict,
+             metrics: dict | None = None, force: bool = False) -> bool:
+        """Saves unless a non-finite parameter is found (never rotate out a healthy one)."""
+        if not bool(_all_finite(state.params)):
+            raise FloatingPointError(f"non-finite parameters at step {step}; not checkpointed")
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                  data=ocp.args.JsonSave(data_state),
+                                  meta=ocp.args.JsonSave(meta))
+        return self.manager.save(step, args=args, metrics=metrics, force=force)
+
+    def restore(self, step: int, abstract_state: Any) -> tuple[Any, Any, dict]:
+        """Restores into `abstract_state` (ShapeDtypeStructs with the *current* shardings)."""
+        args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
+                                  data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore())
+        r = self.manager.restore(step, args=args)
+        return r.state, r.data, r.meta
+
+    def restore_meta(self, step: int) -> dict:
+        return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+    # Jitted so it also works on arrays spread over several processes.
+    return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
+
+
+def abstract_like(tree: Any, shardings: Any) -> Any:
+    """ShapeDtypeStructs of `tree` carrying `shardings`: the target of a resharding restore."""
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                        tree, shardings)

@@ -1,0 +1,182 @@
+"""Fire detection: 60-minute windows of 6 sensor channels in 5 areas -> normal/warning/fire.
+
+Data: the `jaxtrain-fire-v1` HDF5 layout (see fire_data.py); `config.data.path` points at a
+real log in that layout, or, when empty, synthetic data are generated once into
+`config.data.cache_dir` and reused. Model: the seed's transformer with a class head and a
+risk head; loss = class-weighted cross-entropy + `risk_weight` * risk MSE.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from jax.experimental import multihost_utils
+
+from jaxtrain import baseline, losses, metrics, writers
+from jaxtrain.data import HDF5WindowSource, split_windows
+from jaxtrain.models.fire_transformer import FireTransformer
+from jaxtrain.task import Task
+from jaxtrain.tasks import fire_data
+from jaxtrain.train_step import compute_dtype
+
+
+def data_path(config: ml_collections.ConfigDict) -> str:
+    """The configured file, or the synthetic one (generated on first use, then reused)."""
+    d = config.data
+    if d.path:
+        if not os.path.exists(d.path):
+            raise FileNotFoundError(f"data file not found: {d.path} (config.data.path)")
+        return d.path
+    cache = os.path.abspath(os.path.expanduser(d.cache_dir))
+    path = os.path.join(cache, f"fire-v1-{d.num_areas}x{d.samples_per_area}-seed{d.seed}.h5")
+    if not os.path.exists(path) and jax.process_index() == 0:
+        os.makedirs(cache, exist_ok=True)
+        logging.info("generating synthetic fire data: %s", path)
+        fire_data.generate(path, samples_per_area=d.samples_per_area, num_areas=d.num_areas,
+                           seed=d.seed)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("fire data generated")
+        if not os.path.exists(path):  # hosts without a shared file system make their own copy
+            os.makedirs(cache, exist_ok=True)
+            fire_data.generate(path, samples_per_area=d.samples_per_area,
+                               num_areas=d.num_areas, seed=d.seed)
+    return path
+
+
+def _channel_stats(path: str, streams: list[tuple[str, str]], windows: np.ndarray,
+                   seq_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean/std over every reading inside the training windows only."""
+    import h5py
+
+    total, sq, count = 0.0, 0.0, 0
+    with h5py.File(path, "r") as f:
+        for s, (_, group) in enumerate(streams):
+            ends = windows[windows[:, 0] == s, 1]
+            if not len(ends):
+                continue
+            covered = np.zeros(f[group]["readings"].shape[0], bool)
+            for offset in range(seq_len):  # mark rows [end - seq_len + 1, end]
+                covered[ends - offset] = True
+            x = f[group]["readings"][...][covered].astype(np.float64)
+            total, sq, count = total + x.sum(0), sq + (x**2).sum(0), count + len(x)
+    mean = total / count
+    std = np.sqrt(np.maximum(sq / count - mean**2, 1e-12))
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
+    d, m, t = config.data, config.model, config.train
+    path = data_path(config)
+    info = fire_data.read_fire_file(path)  # validates the layout; clear errors otherwise
+    streams = [(path, f"areas/{name}") for name in info.area_names]
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        labels = [f[g]["label"][...] for _, g in streams]
+    splits = split_windows(info.lengths, d.seq_len, blocks_per_stream=d.blocks_per_area,
+                           fractions=d.split, seed=d.seed,
+                           strides=(d.train_stride, d.eval_stride, d.eval_stride),
+                           block_keys=labels)
+    source = functools.partial(HDF5WindowSource, streams, length=d.seq_len,
+                               window_fields={"x": "readings"},
+                               point_fields={"label": "label", "risk": "risk"},
+                               stream_field="area")
+    train_src, val_src, test_src = (source(splits[s]) for s in ("train", "val", "test"))
+    train_labels = np.concatenate([labels[s][e] for s, e in [
+        (s, splits["train"][splits["train"][:, 0] == s, 1]) for s in range(len(streams))]])
+    counts = np.bincount(train_labels, minlength=len(info.class_names))
+    class_weights = losses.class_weights_from_counts(counts, power=t.class_weight_power)
+    mean, std = _channel_stats(path, streams, splits["train"], d.seq_len)
+    split_sizes = {k: len(v) for k, v in splits.items()}
+    logging.info("fire data %s: windows per split %s, train label counts %s", path,
+                 split_sizes, counts.tolist())
+    if jax.process_index() == 0:
+        writers.write_json_atomic(os.path.join(workdir, "normalization.json"),
+                                  {"channels": info.channel_names, "mean": mean, "std": std})
+
+    model = FireTransformer(seq_len=d.seq_len, num_areas=len(info.area_names),
+                            num_classes=len(info.class_names), d_model=m.d_model,
+                            num_heads=m.num_heads, num_layers=m.num_layers, d_ff=m.d_ff,
+                            dropout=m.dropout, dtype=compute_dtype(t.compute_dtype))
+    cw = jnp.asarray(class_weights, jnp.float32)
+
+    def transform(r: dict) -> dict:
+        return {"x": ((r["x"] - mean) / std).astype(np.float32), "area": r["area"],
+                "label": r["label"].astype(np.int32), "risk": r["risk"].astype(np.float32)}
+
+    def init_fn(rng):
+        x = jnp.zeros((1, d.seq_len, len(info.channel_names)), jnp.float32)
+        return model.init({"params": rng}, x, jnp.zeros((1,), jnp.int32))["params"], {}
+
+    def loss_fn(params, model_state, batch, rng):
+        out = model.apply({"params": params}, batch["x"], batch["area"], train=True,
+                          rngs={"dropout": rng})
+        ce = losses.softmax_cross_entropy(out["logits"], batch["label"], class_weights=cw,
+                                          label_smoothing=t.label_smoothing)
+        risk_mse = losses.mse(jax.nn.sigmoid(out["risk_logit"]), batch["risk"])
+        acc = jnp.mean(out["logits"].argmax(-1) == batch["label"])
+        loss = ce + t.risk_weight * risk_mse
+        return loss, ({"cross_entropy": ce, "risk_mse": risk_mse, "accuracy": acc},
+                      model_state)
+
+    def predict_fn(params, model_state, batch):
+        out = model.apply({"params": params}, batch["x"], batch["area"], train=False)
+        return {"probs": jax.nn.softmax(out["logits"]), "risk": jax.nn.sigmoid(out["risk_logit"]),
+                "label": batch["label"], "area": batch["area"], "risk_target": batch["risk"]}
+
+    def evaluate(outputs: dict[str, np.ndarray]):
+        return evaluate_outputs(outputs, info.class_names, info.area_names)
+
+    def run_baseline() -> dict:
+        def windows(src):
+            recs = [src[i] for i in range(len(src))]
+            return (np.stack([r["x"] for r in recs]), np.array([r["label"] for r in recs]))
+
+        xtr, ytr = windows(train_src)
+        xte, yte = windows(test_src)
+        predict = baseline.fit_logistic_regression(
+            fire_data.summary_features(xtr), ytr, len(info.class_names),
+            class_weights=class_weights)
+        preds = predict(fire_data.summary_features(xte)).argmax(-1)
+        report = metrics.classification_report(yte, preds, len(info.class_names),
+                                               class_names=info.class_names)
+        return {"model": "logistic regression on per-window summary features "
+                         "(mean, std, min, max, last per channel)",
+                "accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
+                "report": report}
+
+    return Task(train_source=train_src, val_source=val_src, test_source=test_src,
+                init_fn=init_fn, loss_fn=loss_fn, predict_fn=predict_fn, evaluate=evaluate,
+                transform=transform, baseline=run_baseline,
+                info={"data": {"path": path, "windows": split_sizes,
+                               "train_label_counts": counts.tolist(),
+                               "class_weights": np.asarray(class_weights).tolist()}})
+
+
+def evaluate_outputs(outputs: dict[str, np.ndarray], class_names, area_names
+                     ) -> tuple[dict[str, float], dict]:
+    """Flat scalars for logs/early stopping, and the full report for results.json."""
+    labels, probs = outputs["label"], outputs["probs"]
+    preds = probs.argmax(-1)
+    k = len(class_names)
+    report = metrics.classification_report(labels, preds, k, class_names=class_names,
+                                           probs=probs)
+    report["per_area"] = metrics.per_group_report(labels, preds, outputs["area"],
+                                                  len(area_names), k, group_names=area_names)
+    report["risk_mae"] = float(np.abs(outputs["risk"] - outputs["risk_target"]).mean())
+    flat = {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
+            "risk_mae": report["risk_mae"]}
+    for name in class_names:
+        for stat in ("precision", "recall", "f1"):
+            flat[f"{name}_{stat}"] = report["per_class"][name][stat]
+    for name in area_names:
+        flat[f"area_accuracy/{name}"] = report["per_area"][name]["accuracy"]
+    if "roc_auc" in report and isinstance(report["roc_auc"], dict):
+        flat["roc_auc_ovr"] = report["roc_auc"].get("macro", float("nan"))
+    return flat, report

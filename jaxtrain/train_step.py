@@ -1,0 +1,116 @@
+"""Train state and jitted, sharded train/eval steps built from a pure loss function.
+
+The one contract a user needs::
+
+    def loss_fn(params, model_state, batch, rng) -> (loss, (metrics, new_model_state))
+
+`model_state` holds mutable collections (e.g. {"batch_stats": ...}; `{}` when there are
+none). `metrics` is a dict of scalars averaged into the logs. Everything else (sharding,
+donation, optimizer, rng handling) is the factory's job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from jaxtrain import sharding as shd
+
+PyTree = Any
+LossFn = Callable[[PyTree, PyTree, PyTree, jax.Array], tuple[jax.Array, tuple[dict, PyTree]]]
+PredictFn = Callable[[PyTree, PyTree, PyTree], dict[str, jax.Array]]
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything that changes during training; a pytree, saved whole in checkpoints."""
+
+    step: jax.Array
+    params: PyTree  # float32 master weights
+    opt_state: PyTree
+    model_state: PyTree  # mutable collections, e.g. batch_stats
+    rng: jax.Array  # raw uint32 key data (checkpoint-friendly); folded with step each step
+
+    @classmethod
+    def create(cls, params: PyTree, tx: optax.GradientTransformation, *, rng: jax.Array,
+               model_state: PyTree | None = None) -> TrainState:
+        return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                   model_state=model_state if model_state is not None else {},
+                   rng=jax.random.key_data(rng) if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key)
+                   else rng)
+
+
+def state_sharding(state: TrainState, mesh: Mesh, fsdp_min_size: int = 2**18) -> TrainState:
+    """Replicated state, except large params and their optimizer moments over "fsdp"."""
+    return shd.fsdp_sharding(state, mesh, fsdp_min_size)
+
+
+def create_sharded_state(init_fn: Callable[[], TrainState], mesh: Mesh,
+                         fsdp_min_size: int = 2**18) -> tuple[TrainState, TrainState]:
+    """Runs `init_fn` under jit so every array is created directly in its final sharding."""
+    abstract = jax.eval_shape(init_fn)
+    shardings = state_sharding(abstract, mesh, fsdp_min_size)
+    return jax.jit(init_fn, out_shardings=shardings)(), shardings
+
+
+def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, mesh: Mesh,
+                    state_shardings: TrainState, *,
+                    learning_rate_fn: Callable[[jax.Array], jax.Array] | None = None,
+                    donate: bool = True) -> Callable[[TrainState, PyTree], tuple[TrainState, dict]]:
+    """Jitted `(state, batch) -> (state, metrics)`: batch sharded over the data axes.
+
+    Gradients are all-reduced by XLA from the shardings alone (no pmap, no explicit psum).
+    The state buffers are donated, so the update happens in place.
+    """
+
+    def train_step(state: TrainState, batch: PyTree) -> tuple[TrainState, dict]:
+        rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+
+        def compute_loss(params):
+            return loss_fn(params, state.model_state, batch, rng)
+
+        (loss, (metrics, model_state)), grads = jax.value_and_grad(
+            compute_loss, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads)}
+        if learning_rate_fn is not None:
+            metrics["learning_rate"] = learning_rate_fn(state.step)
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                                  model_state=model_state)
+        return new_state, metrics
+
+    return jax.jit(train_step,
+                   in_shardings=(state_shardings, shd.batch_sharding(mesh)),
+                   out_shardings=(state_shardings, shd.replicated(mesh)),
+                   donate_argnums=(0,) if donate else ())
+
+
+def make_eval_step(predict_fn: PredictFn, mesh: Mesh, state_shardings: TrainState
+                   ) -> Callable[[TrainState, PyTree], dict[str, jax.Array]]:
+    """Jitted `(state, batch) -> outputs`, outputs sharded like the batch."""
+
+    def eval_step(state: TrainState, batch: PyTree) -> dict[str, jax.Array]:
+        return predict_fn(state.params, state.model_state, batch)
+
+    return jax.jit(eval_step, in_shardings=(state_shardings, shd.batch_sharding(mesh)),
+                   out_shardings=shd.batch_sharding(mesh))
+
+
+def compute_dtype(name: str) -> jnp.dtype:
+    """'auto' -> bfloat16 on GPU/TPU, float32 on CPU (no native bf16 there: slower, not faster).
+
+    Parameters stay float32 either way (the master copy the optimizer updates); modules take
+    this as their `dtype` and losses upcast logits to float32.
+    """
+    if name == "auto":
+        return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+    if name not in ("float32", "bfloat16"):
+        raise ValueError(f"train.compute_dtype must be auto, float32 or bfloat16, got {name!r}")
+    return jnp.dtype(name)

@@ -1,0 +1,130 @@
+"""End to end on a tiny fire config: learning, exact resume, finished runs, CLI errors."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from jaxtrain import main
+from tests.fire_test_config import ROOT, tiny_fire_config
+
+
+def _final_params(workdir: str) -> dict:
+    ckpt = os.path.join(workdir, "checkpoints")
+    step = max(int(d) for d in os.listdir(ckpt) if d.isdigit())
+    state = ocp.StandardCheckpointer().restore(os.path.join(ckpt, str(step), "state"))
+    return state["params"]
+
+
+def _history(workdir: str) -> list[dict]:
+    with open(os.path.join(workdir, "history.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, cache_dir):
+    workdir = str(tmp_path_factory.mktemp("fire_full"))
+    config = tiny_fire_config(cache_dir, epochs=3)
+    results = main.run(config, workdir)
+    return config, workdir, results
+
+
+def test_tiny_run_learns_and_writes_outputs(finished_run):
+    _, workdir, results = finished_run
+    history = _history(workdir)
+    assert len(history) == 3
+    losses = [float(r["train/loss"]) for r in history]
+    assert losses[-1] < losses[0]
+    test = results["test"]
+    counts = np.array(results["data"]["train_label_counts"])
+    majority = counts.max() / counts.sum()
+    assert test["accuracy"] > majority  # beats always answering "normal"
+    assert test["fire_recall"] > 0.5
+    with open(os.path.join(workdir, "results.json")) as f:
+        on_disk = json.load(f)
+    report = on_disk["test_report"]
+    assert set(report["per_class"]) == {"normal", "warning", "fire"}
+    assert np.array(report["confusion_matrix"]).shape == (3, 3)
+    assert set(report["per_area"]) == {"kitchen", "warehouse", "office", "server_room",
+                                       "loading_dock"}
+    assert 0.0 <= on_disk["baseline"]["macro_f1"] <= 1.0
+    assert os.listdir(os.path.join(workdir, "tb"))
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f)["task"] == "fire"
+
+
+def test_finished_run_is_not_retrained(finished_run):
+    config, workdir, results = finished_run
+    before = os.path.getmtime(os.path.join(workdir, "results.json"))
+    again = main.run(config, workdir)
+    assert again["already_finished"]
+    assert again["test"] == results["test"]
+    assert os.path.getmtime(os.path.join(workdir, "results.json")) == before
+
+
+def test_resume_after_sigterm_matches_uninterrupted(finished_run, tmp_path, cache_dir):
+    """Stop mid-epoch with SIGTERM, resume: same params and history as one straight run."""
+    config, straight, _ = finished_run
+    resumed = str(tmp_path / "resumed")
+    config = tiny_fire_config(cache_dir, epochs=3)
+
+    def stop_at(step):
+        if step == 70:  # mid-way through epoch 2 (54 steps per epoch)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    from jaxtrain.train import Interrupted
+
+    with pytest.raises(Interrupted):
+        main.run(config, resumed, on_step=stop_at)
+    assert not os.path.exists(os.path.join(resumed, "results.json"))
+    main.run(config, resumed)
+    for a, b in zip(jax.tree.leaves(_final_params(resumed)),
+                    jax.tree.leaves(_final_params(straight)), strict=True):
+        np.testing.assert_array_equal(a, b)
+    h1, h2 = _history(resumed), _history(straight)
+    for r1, r2 in zip(h1, h2, strict=True):
+        assert r1["val/macro_f1"] == r2["val/macro_f1"]
+        assert r1["train/loss"] == r2["train/loss"]
+
+
+def _cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "jaxtrain.main", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_rejects_unknown_config_key(tmp_path):
+    r = _cli("--config=configs/fire.py", f"--workdir={tmp_path}", "--config.train.bach_size=4")
+    assert r.returncode != 0
+    assert "bach_size" in r.stderr and "batch_size" in r.stderr
+
+
+def test_cli_missing_data_file(tmp_path):
+    r = _cli("--config=configs/fire.py", f"--workdir={tmp_path / 'w'}",
+             "--config.data.path=/nonexistent/fire.h5")
+    assert r.returncode == 2
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("jaxtrain: error:") and "/nonexistent/fire.h5" in last
+
+
+def test_cli_unwritable_workdir(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    r = _cli("--config=configs/fire.py", f"--workdir={blocker / 'run'}")
+    assert r.returncode == 2
+    assert "not writable" in r.stderr and str(blocker) in r.stderr
+
+
+def test_corrupt_data_file_is_reported(tmp_path):
+    bad = tmp_path / "fire.h5"
+    bad.write_text("this is not HDF5")
+    r = _cli("--config=configs/fire.py", f"--workdir={tmp_path / 'w'}",
+             f"--config.data.path={bad}")
+    assert r.returncode == 2
+    assert str(bad) in r.stderr.strip().splitlines()[-1]
