@@ -133,7 +133,7 @@ _NUISANCE_HI = np.array(
 )
 
 # Smouldering rise per minute at scale 1 and fire amplitude ranges (lo, hi).
-_WARN_RATE = np.array([0.03, 0.015, 0.5, 1.0, -0.06, 1.5])
+_WARN_RATE = np.array([0.04, 0.02, 0.65, 1.3, -0.08, 2.0])
 _FIRE_LO = np.array([15.0, 3.0, 80.0, 800.0, -8.0, 200.0])
 _FIRE_HI = np.array([50.0, 10.0, 400.0, 3000.0, -20.0, 800.0])
 _CLIP_LO = np.array([-40.0, 0.0, 0.0, 300.0, 1.0, 0.0])
@@ -269,7 +269,7 @@ def _plan_incidents(total: int, rng: np.random.Generator) -> _Incidents:
     start = np.cumsum(gap + np.concatenate([[0], span[:-1]]))
     keep = start + warn + fire <= total
     n = int(keep.sum())
-    scale = rng.uniform(0.6, 1.4, size=(n, 1)) * rng.uniform(0.75, 1.25, size=(n, _C))
+    scale = rng.uniform(0.8, 1.4, size=(n, 1)) * rng.uniform(0.75, 1.25, size=(n, _C))
     m = rng.random((n, 1))
     return _Incidents(
         start=start[keep],
@@ -318,9 +318,9 @@ def _render_incidents(
     k = np.arange(length)[None, :]
     w, f = inc.warn[idx, None], inc.fire[idx, None]
     in_warn, in_fire = k < w, (k >= w) & (k < w + f)
-    # Smouldering: a small onset step (two minutes' worth) then a steady linear rise, so the
+    # Smouldering: a small onset step (three minutes' worth) then a steady linear rise, so the
     # joint trend is detectable within minutes while levels stay in the normal range early on.
-    warn_lvl = np.minimum(k + 2, w + 1)[:, :, None] * inc.rate[idx, None, :]
+    warn_lvl = np.minimum(k + 3, w + 2)[:, :, None] * inc.rate[idx, None, :]
     tf = np.clip(k - w + 1, 0, None)
     fire_lvl = (1.0 - np.exp(-tf / inc.tau_f[idx, None]))[:, :, None] * inc.amp[idx, None, :]
     level = warn_lvl + fire_lvl
