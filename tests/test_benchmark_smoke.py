@@ -1,0 +1,23 @@
+"""The benchmark harness runs end to end on a tiny fire config (no timing assertions)."""
+
+import json
+import subprocess
+import sys
+
+from tests.fire_test_config import ROOT
+
+
+def test_benchmark_smoke(cache_dir):
+    r = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--config=configs/fire.py", "--smoke",
+         f"--config.data.cache_dir={cache_dir}", "--config.data.samples_per_area=3000",
+         "--config.data.blocks_per_area=6", "--config.model.num_layers=1",
+         "--config.model.d_model=32", "--config.model.d_ff=64", "--config.train.batch_size=32"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    for key in ("compile_s", "step_ms_p50", "samples_per_s_throughput", "xla_flops_per_sample",
+                "mfu_vs_matmul_peak", "input_samples_per_s", "input_wait_fraction"):
+        assert result[key] is not None and result[key] >= 0, key
+    assert result["xla_flops_per_sample"] > 0
+    assert 0 <= result["input_wait_fraction"] <= 1
