@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -157,12 +158,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
 
     try:
         progress.start(step)
-        pending = None  # last step's metrics, read one step late so the host never waits
+        sums = _DeviceSums()  # step metrics summed on device: no host sync per step
         while True:
             if step and step % steps_per_epoch == 0 and loop.epoch < step // steps_per_epoch:
-                if pending is not None:
-                    _accumulate(loop, jax.device_get(pending))
-                    pending = None
+                sums.flush_into(loop)
                 state = _end_of_epoch(config, state, loop, eval_step, task, mesh, writer,
                                       stop, step)
                 if not stop.signum:
@@ -172,15 +171,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
             batch = next(feeder)
             state, metrics = train_step(state, batch)
             step += 1
-            if pending is not None:
-                _accumulate(loop, jax.device_get(pending))
-            pending = metrics
+            sums.add(metrics)
             if on_step is not None:
                 on_step(step)
             if config.checkpoint.every_steps and step % config.checkpoint.every_steps == 0 \
                     and step % steps_per_epoch:
-                _accumulate(loop, jax.device_get(pending))
-                pending = None
+                sums.flush_into(loop)
                 save()
             if progress.due():
                 rate = progress.rate(step)
@@ -189,8 +185,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
                 writer.scalars(step, {"train/" + k: v for k, v in host_metrics.items()}
                                | rate | _memory())
         if stop.signum:
-            if pending is not None:
-                _accumulate(loop, jax.device_get(pending))
+            sums.flush_into(loop)
             if ckpt.latest_step() != step:
                 save(force=True)
             ckpt.wait()
@@ -221,10 +216,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
         ckpt.close()
 
 
-def _accumulate(loop: LoopState, metrics: dict[str, Any]) -> None:
-    for k, v in metrics.items():
-        loop.epoch_sums[k] = loop.epoch_sums.get(k, 0.0) + float(v)
-    loop.epoch_steps += 1
+class _DeviceSums:
+    """Running sums of step metrics kept on device; read only when folded into the loop."""
+
+    _add = staticmethod(jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b)))
+
+    def __init__(self):
+        self.total, self.count = None, 0
+
+    def add(self, metrics: dict[str, jax.Array]) -> None:
+        self.total = metrics if self.total is None else self._add(self.total, metrics)
+        self.count += 1
+
+    def flush_into(self, loop: LoopState) -> None:
+        if self.total is not None:
+            for k, v in jax.device_get(self.total).items():
+                loop.epoch_sums[k] = loop.epoch_sums.get(k, 0.0) + float(v)
+            loop.epoch_steps += self.count
+        self.total, self.count = None, 0
 
 
 def _memory() -> dict[str, float]:

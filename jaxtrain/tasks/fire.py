@@ -9,6 +9,7 @@ risk head; loss = class-weighted cross-entropy + `risk_weight` * risk MSE.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 
 import jax
@@ -34,7 +35,10 @@ def data_path(config: ml_collections.ConfigDict) -> str:
             raise FileNotFoundError(f"data file not found: {d.path} (config.data.path)")
         return d.path
     cache = os.path.abspath(os.path.expanduser(d.cache_dir))
-    path = os.path.join(cache, f"fire-v1-{d.num_areas}x{d.samples_per_area}-seed{d.seed}.h5")
+    with open(fire_data.__file__, "rb") as f:  # a changed generator never reuses stale data
+        version = hashlib.sha1(f.read()).hexdigest()[:8]
+    path = os.path.join(cache, f"fire-{d.num_areas}x{d.samples_per_area}-seed{d.seed}-"
+                               f"{version}.h5")
     if not os.path.exists(path) and jax.process_index() == 0:
         os.makedirs(cache, exist_ok=True)
         logging.info("generating synthetic fire data: %s", path)

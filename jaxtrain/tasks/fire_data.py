@@ -364,6 +364,10 @@ def _render_block(
     i0 = np.floor(kpos).astype(np.int64)
     frac = (kpos - i0)[:, None]
     x += knots[i0] * (1.0 - frac) + knots[i0 + 1] * frac
+    # A drifted zero point below 0 would be clipped away with the start of a smoulder, hiding
+    # the first minutes of the rise; keep the smoke/CO/PM baselines positive instead.
+    conc = [_SMOKE, _CO, _PM]
+    x[:, conc] = np.maximum(x[:, conc], 0.5 * np.asarray(profile.base)[conc])
     _render_nuisance(x, nuisance, b0)
     label = np.zeros(b1 - b0, dtype=np.int8)
     risk = np.zeros(b1 - b0, dtype=np.float32)
