@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from jaxtrain import sharding
-from jaxtrain.data import (BatchFeeder, HDF5WindowSource, eval_dataset, split_windows,
-                           train_dataset)
+from jaxtrain.data import BatchFeeder, HDF5WindowSource, eval_dataset, split_windows, train_dataset
 
 
 @pytest.fixture(scope="module")
