@@ -57,12 +57,26 @@ class _StopFlag:
     """Turns SIGTERM/SIGINT into a flag the loop polls (also inside evaluation)."""
 
     def __init__(self):
-        self.signum = 0
+        self.received = 0  # set by the handler, in this process only
+        self.signum = 0  # the agreed value the loop acts on
         self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def poll(self, step: int, every: int = 10) -> int:
+        """The signal, agreed by all processes (a checkpoint save is collective).
+
+        Several processes compare flags every `every` steps, so one process's SIGTERM stops
+        all of them at the same step; a single process just reads its flag.
+        """
+        if jax.process_count() == 1:
+            self.signum = self.received
+        elif step % every == 0:
+            flags = multihost_utils.process_allgather(np.int32(self.received))
+            self.signum = int(np.max(flags))
+        return self.signum
 
     def _handle(self, signum: int, frame: Any) -> None:
         logging.warning("signal %d received: saving a checkpoint, then exiting", signum)
-        self.signum = signum
+        self.received = signum
 
     def restore(self) -> None:
         for s, h in self._old.items():
@@ -87,7 +101,7 @@ def evaluate_split(eval_step: Any, state: TrainState, task: Task, source: Any,
         out = eval_step(state, batch)
         out["valid"] = batch["valid"]
         chunks.append(multihost_utils.process_allgather(out, tiled=True))
-        if stop is not None and stop.signum:
+        if stop is not None and jax.process_count() == 1 and stop.received:
             break  # the caller saves and exits; a partial eval is discarded
     outputs = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
     valid = outputs.pop("valid").astype(bool)
@@ -166,7 +180,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
                                       stop, step)
                 if not stop.signum:
                     save(metrics={es.metric: loop.history[-1][es.metric]})
-            if step >= total_steps or loop.stopped_early or stop.signum:
+            if step >= total_steps or loop.stopped_early or stop.poll(step):
                 break
             batch = next(feeder)
             state, metrics = train_step(state, batch)
@@ -250,7 +264,7 @@ def _end_of_epoch(config: ml_collections.ConfigDict, state: TrainState, loop: Lo
     """Validation, history row, early stopping and reduce-on-plateau for one epoch."""
     t0 = time.monotonic()
     val_metrics, _ = evaluate_split(eval_step, state, task, task.val_source, config, mesh, stop)
-    if stop.signum:
+    if stop.poll(step):
         return state
     loop.epoch += 1
     train_means = {f"train/{k}": v / max(loop.epoch_steps, 1) for k, v in loop.epoch_sums.items()}

@@ -56,8 +56,8 @@ class _Profile:
     diurnal_t: float  # outdoor/HVAC temperature swing amplitude (degC)
     diurnal_rh: float  # humidity swing amplitude, anti-phase to temperature (%)
     schedule: str  # occupancy schedule name, see _occupancy
-    # Nuisance events per hour at full activity: cooking, dust, exhaust, door opening.
-    rates: tuple[float, float, float, float]
+    # Nuisance events per hour at full activity, in _NUISANCE_KINDS order.
+    rates: tuple[float, float, float, float, float]
 
 
 _PROFILES: tuple[_Profile, ...] = (
@@ -69,7 +69,7 @@ _PROFILES: tuple[_Profile, ...] = (
         diurnal_t=1.5,
         diurnal_rh=4.0,
         schedule="kitchen",
-        rates=(1.2, 0.05, 0.0, 0.3),
+        rates=(1.2, 0.05, 0.0, 0.3, 0.6),
     ),
     _Profile(  # warehouse: forklift dust and exhaust, cold, large door
         base=(14.0, 0.15, 1.5, 440.0, 45.0, 20.0),
@@ -79,7 +79,7 @@ _PROFILES: tuple[_Profile, ...] = (
         diurnal_t=2.5,
         diurnal_rh=5.0,
         schedule="warehouse",
-        rates=(0.0, 0.5, 0.25, 0.5),
+        rates=(0.0, 0.5, 0.25, 0.5, 0.5),
     ),
     _Profile(  # office: occupancy-driven CO2, very clean air
         base=(21.0, 0.05, 0.8, 480.0, 38.0, 7.0),
@@ -89,7 +89,7 @@ _PROFILES: tuple[_Profile, ...] = (
         diurnal_t=1.0,
         diurnal_rh=3.0,
         schedule="office",
-        rates=(0.12, 0.05, 0.0, 0.2),
+        rates=(0.12, 0.05, 0.0, 0.2, 0.3),
     ),
     _Profile(  # server room: tightly controlled, few events, strong sensor drift matters
         base=(19.0, 0.04, 0.5, 430.0, 33.0, 3.0),
@@ -99,7 +99,7 @@ _PROFILES: tuple[_Profile, ...] = (
         diurnal_t=0.5,
         diurnal_rh=1.5,
         schedule="office",
-        rates=(0.0, 0.04, 0.0, 0.08),
+        rates=(0.0, 0.04, 0.0, 0.08, 0.1),
     ),
     _Profile(  # loading dock: truck exhaust, dust and open doors all day
         base=(9.0, 0.12, 5.0, 470.0, 62.0, 28.0),
@@ -109,18 +109,23 @@ _PROFILES: tuple[_Profile, ...] = (
         diurnal_t=3.5,
         diurnal_rh=8.0,
         schedule="dock",
-        rates=(0.0, 0.3, 1.0, 1.0),
+        rates=(0.0, 0.3, 1.0, 1.0, 0.8),
     ),
 )
 
+_NUISANCE_KINDS = ("cooking", "dust", "exhaust", "door", "combustion")
+_DOOR, _COMBUSTION = 3, 4
 # Nuisance amplitude ranges (lo, hi) per channel for a magnitude m in [0, 1] mapped
 # log-uniformly, so a big cooking spike is big on every channel it touches.
 _NUISANCE_LO = np.array(
     [
-        [0.2, 0.08, 2.0, 20.0, 1.5, 15.0],  # cooking: heat, smoke, CO, steam, grease PM
+        [0.2, 0.08, 2.0, 20.0, 1.0, 15.0],  # cooking: heat, smoke, CO, steam or not, grease PM
         [0.0, 0.04, 0.0, 0.0, 0.0, 20.0],  # dust: optical smoke + PM only
         [0.0, 0.01, 5.0, 30.0, 0.0, 8.0],  # vehicle exhaust: CO, CO2, PM
-        [-0.5, 0.0, 0.0, -10.0, 1.0, 1.0],  # door: cold air, humidity step (sign drawn)
+        [-0.5, 0.0, 0.0, -10.0, 1.0, 1.0],  # door: cold air, humidity step
+        # Burnt toast, a smoking break, welding, an idling diesel: the same smoke + CO + PM mix
+        # as a smoulder at mid-warning levels, so only the time course tells them apart.
+        [0.05, 0.08, 3.0, 10.0, 0.3, 10.0],
     ]
 )
 _NUISANCE_HI = np.array(
@@ -129,8 +134,11 @@ _NUISANCE_HI = np.array(
         [0.0, 0.7, 0.0, 0.0, 0.0, 250.0],
         [0.0, 0.10, 60.0, 250.0, 0.0, 80.0],
         [-5.0, 0.0, 0.0, -60.0, 8.0, 8.0],
+        [1.0, 1.0, 45.0, 100.0, 2.0, 150.0],
     ]
 )
+# Humidity may go either way (weather at the door, frying vs boiling, ...).
+_SIGNED_RH = (True, False, False, True, True)
 
 # Smouldering rise per minute at scale 1 and fire amplitude ranges (lo, hi).
 _WARN_RATE = np.array([0.04, 0.02, 0.65, 1.3, -0.08, 2.0])
@@ -218,15 +226,18 @@ def _plan_nuisance(profile: _Profile, total: int, rng: np.random.Generator) -> _
         # Log-uniform between lo and hi with a shared magnitude; zero entries stay zero.
         ratio = np.where(lo != 0, hi / np.where(lo != 0, lo, 1.0), 1.0)
         amp = lo * ratio**m * rng.uniform(0.8, 1.2, size=(t.size, _C))
-        if kind == 3:  # door: humidity may go either way depending on the weather
+        if _SIGNED_RH[kind]:
             amp[:, _RH] *= rng.choice([-1.0, 1.0], size=t.size)
+        if kind == _DOOR:
             hold = rng.integers(2, 15, size=t.size)
             rise = np.ones(t.size, dtype=np.int64)
             tau = rng.uniform(3.0, 6.0, size=t.size)
         else:
-            hold = rng.integers(0, 3, size=t.size)
+            # Combustion nuisances last longer (a cigarette, a welding job) so that, at a single
+            # reading, they cover the same levels as a smoulder for a comparable share of time.
+            hold = rng.integers(0, 10 if kind == _COMBUSTION else 3, size=t.size)
             rise = rng.integers(1, 3, size=t.size)
-            tau = rng.uniform(2.0, 7.0, size=t.size)
+            tau = rng.uniform(2.0, 8.0, size=t.size)
         starts.append(t)
         amps.append(amp)
         rises.append(rise)
@@ -443,10 +454,12 @@ class FireFile:
     path: str
     area_names: list[str]
     channel_names: list[str]
+    channel_units: list[str]
     class_names: list[str]
-    lengths: list[int]
-    label_counts: np.ndarray  # (num_areas, num_classes) int64
+    lengths: list[int]  # minutes per area
+    label_counts: np.ndarray  # (num_areas, num_classes) int64; .sum(0) for the whole file
     sample_period_s: int
+    seed: int | None  # generator seed; None for logs from a real deployment
 
 
 def _str_list(value: object) -> list[str]:
@@ -459,109 +472,125 @@ def _one_line(exc: BaseException) -> str:
 
 
 def read_fire_file(path: str | os.PathLike[str]) -> FireFile:
-    """Open and validate a fire log; raise ValueError naming the file and dataset on problems."""
+    """Open and validate a fire log chunk by chunk.
+
+    Raises FileNotFoundError if ``path`` does not exist and a one-line
+    ``ValueError("<path>: <dataset or attribute>: <problem>")`` for anything else.
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(errno.ENOENT, "No such fire data file", path)
-
-    def bad(what: str) -> ValueError:
-        return ValueError(f"{path}: {what}")
-
     try:
         f = h5py.File(path, "r")
     except OSError as e:
-        raise bad(f"not a readable HDF5 file ({_one_line(e)})") from None
-    with f:
-        fmt = f.attrs.get("format")
-        fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
-        if fmt != FORMAT:
-            raise bad(f"root attribute 'format' is {fmt!r}, expected {FORMAT!r}")
-        attrs: dict[str, list[str]] = {}
-        for key in ("channel_names", "class_names", "area_names"):
-            if key not in f.attrs:
-                raise bad(f"missing root attribute {key!r}")
-            attrs[key] = _str_list(f.attrs[key])
-        channels, classes, areas = attrs["channel_names"], attrs["class_names"], attrs["area_names"]
-        if len(channels) != _C:
-            raise bad(f"root attribute 'channel_names' has {len(channels)} entries, expected {_C}")
-        if len(classes) != len(CLASS_NAMES):
-            raise bad(f"root attribute 'class_names' has {len(classes)} entries, expected 3")
-        if not areas:
-            raise bad("root attribute 'area_names' is empty")
+        raise ValueError(f"{path}: not a readable HDF5 file ({_one_line(e)})") from None
+    try:
+        with f:
+            return _read_layout(f, path)
+    except (OSError, KeyError, RuntimeError, TypeError) as e:
+        # h5py reports damaged files lazily, from whichever object is touched first.
+        raise ValueError(f"{path}: damaged HDF5 file ({_one_line(e)})") from None
+
+
+def _read_layout(f: h5py.File, path: str) -> FireFile:
+    def fail(what: str) -> ValueError:
+        return ValueError(f"{path}: {what}")
+
+    fmt = f.attrs.get("format")
+    fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
+    if fmt != FORMAT:
+        raise fail(f"root attribute 'format' is {fmt!r}, expected {FORMAT!r}")
+    names: dict[str, list[str]] = {}
+    expected = {"channel_names": _C, "channel_units": _C, "class_names": len(CLASS_NAMES)}
+    for key in ("channel_names", "channel_units", "class_names", "area_names"):
+        if key not in f.attrs:
+            raise fail(f"missing root attribute {key!r}")
+        names[key] = _str_list(f.attrs[key])
+        if key in expected and len(names[key]) != expected[key]:
+            raise fail(
+                f"root attribute {key!r} has {len(names[key])} entries, expected {expected[key]}"
+            )
+    if not names["area_names"]:
+        raise fail("root attribute 'area_names' is empty")
+    try:
         period = int(f.attrs.get("sample_period_s", SAMPLE_PERIOD_S))
-        if "areas" not in f or not isinstance(f["areas"], h5py.Group):
-            raise bad("missing group /areas")
-        lengths: list[int] = []
-        counts = np.zeros((len(areas), len(classes)), dtype=np.int64)
-        for i, area in enumerate(areas):
-            lengths.append(_check_area(f, path, area, counts[i]))
+        seed = int(f.attrs["seed"]) if "seed" in f.attrs else None
+    except (TypeError, ValueError):
+        raise fail("root attributes 'sample_period_s'/'seed' must be integers") from None
+    if not isinstance(f.get("areas"), h5py.Group):
+        raise fail("missing group /areas")
+    lengths: list[int] = []
+    counts = np.zeros((len(names["area_names"]), len(CLASS_NAMES)), dtype=np.int64)
+    for i, area in enumerate(names["area_names"]):
+        lengths.append(_check_area(f, path, area, names["channel_names"], counts[i]))
     return FireFile(
         path=path,
-        area_names=areas,
-        channel_names=channels,
-        class_names=classes,
+        area_names=names["area_names"],
+        channel_names=names["channel_names"],
+        channel_units=names["channel_units"],
+        class_names=names["class_names"],
         lengths=lengths,
         label_counts=counts,
         sample_period_s=period,
+        seed=seed,
     )
 
 
-def _check_area(f: h5py.File, path: str, area: str, counts: np.ndarray) -> int:
-    """Validate /areas/<area> chunk by chunk; fill counts with the label histogram."""
+def _check_area(f: h5py.File, path: str, area: str, channels: list[str], counts: np.ndarray) -> int:
+    """Validate /areas/<area> block by block; add its label histogram to counts."""
     grp = f"/areas/{area}"
-    if area not in f["areas"] or not isinstance(f["areas"][area], h5py.Group):
-        raise ValueError(f"{path}: missing group {grp}")
+
+    def fail(what: str) -> ValueError:
+        return ValueError(f"{path}: {what}")
+
+    if not isinstance(f["areas"].get(area), h5py.Group):
+        raise fail(f"{grp}: missing group")
     ds: dict[str, h5py.Dataset] = {}
     for name in DATASETS:
         obj = f["areas"][area].get(name)
         found = isinstance(obj, h5py.Dataset)
         if not found:
-            raise ValueError(f"{path}: missing dataset {grp}/{name}")
+            raise fail(f"{grp}/{name}: missing dataset")
         ds[name] = obj
-    read = ds["readings"]
-    if read.ndim != 2 or read.shape[1] != _C:
-        raise ValueError(f"{path}: {grp}/readings has shape {read.shape}, expected (T, {_C})")
-    n = read.shape[0]
+    shape = ds["readings"].shape
+    if len(shape) != 2 or shape[1] != _C:
+        raise fail(f"{grp}/readings: shape {shape}, expected (T, {_C})")
+    n = shape[0]
     if n == 0:
-        raise ValueError(f"{path}: {grp}/readings is empty")
+        raise fail(f"{grp}/readings: empty")
     kinds = {"readings": "f", "timestamp": "iu", "label": "iu", "risk": "f"}
     for name, d in ds.items():
         if d.dtype.kind not in kinds[name]:
-            raise ValueError(f"{path}: {grp}/{name} has dtype {d.dtype}, expected {kinds[name]}")
+            raise fail(
+                f"{grp}/{name}: dtype {d.dtype} is not {'float' if kinds[name] == 'f' else 'int'}"
+            )
         if name != "readings" and d.shape != (n,):
-            raise ValueError(f"{path}: {grp}/{name} has shape {d.shape}, expected ({n},)")
+            raise fail(f"{grp}/{name}: shape {d.shape}, expected ({n},) like readings")
     prev_ts: int | None = None
     for b0 in range(0, n, _BLOCK):
         b1 = min(b0 + _BLOCK, n)
-        try:
-            x, ts, lab, rsk = (ds[k][b0:b1] for k in DATASETS)
-        except OSError as e:  # corrupt chunk
-            raise ValueError(f"{path}: {grp}: unreadable rows {b0}:{b1} ({_one_line(e)})") from None
-        bad = ~np.isfinite(x)
-        if bad.any():
-            r, c = np.argwhere(bad)[0]
-            raise ValueError(
-                f"{path}: {grp}/readings has a non-finite value at row {b0 + r} "
-                f"(channel {CHANNEL_NAMES[c]!r})"
+        x, ts, lab, rsk = (ds[k][b0:b1] for k in DATASETS)
+        nonfinite = ~np.isfinite(x)
+        if nonfinite.any():
+            r, c = np.argwhere(nonfinite)[0]
+            raise fail(
+                f"{grp}/readings: non-finite value {x[r, c]} at row {b0 + r} ({channels[c]})"
             )
         out = (lab < 0) | (lab >= counts.size)
         if out.any():
             r = int(np.argmax(out))
-            raise ValueError(
-                f"{path}: {grp}/label has value {int(lab[r])} at row {b0 + r}, "
-                f"expected 0..{counts.size - 1}"
+            raise fail(
+                f"{grp}/label: value {int(lab[r])} at row {b0 + r}, expected 0..{counts.size - 1}"
             )
         counts += np.bincount(lab.astype(np.int64), minlength=counts.size)
-        out = ~((rsk >= 0.0) & (rsk <= 1.0))  # also catches NaN
+        out = ~((rsk >= 0.0) & (rsk <= 1.0))  # written this way to catch NaN too
         if out.any():
             r = int(np.argmax(out))
-            raise ValueError(
-                f"{path}: {grp}/risk has value {rsk[r]} at row {b0 + r}, expected [0, 1]"
-            )
-        steps = np.diff(ts.astype(np.int64), prepend=ts[0] - 1 if prev_ts is None else prev_ts)
+            raise fail(f"{grp}/risk: value {rsk[r]} at row {b0 + r}, expected within [0, 1]")
+        ts = ts.astype(np.int64)
+        steps = np.diff(ts, prepend=ts[0] - 1 if prev_ts is None else prev_ts)
         if (steps <= 0).any():
-            r = int(np.argmax(steps <= 0))
-            raise ValueError(f"{path}: {grp}/timestamp is not increasing at row {b0 + r}")
+            raise fail(f"{grp}/timestamp: not increasing at row {b0 + int(np.argmax(steps <= 0))}")
         prev_ts = int(ts[-1])
     return n
 
@@ -573,10 +602,11 @@ def summary_features(windows: np.ndarray) -> np.ndarray:
     simple baseline: it deliberately has no slope/trend features.
     """
     w = np.asarray(windows)
-    if w.ndim != 3:
-        raise ValueError(f"windows must be (N, T, C), got shape {w.shape}")
-    w = w.astype(np.float32, copy=False)
-    return np.concatenate([w.mean(1), w.std(1), w.min(1), w.max(1), w[:, -1]], axis=1)
+    if w.ndim != 3 or w.shape[1] == 0:
+        raise ValueError(f"windows must be (N, T, C) with T >= 1, got shape {w.shape}")
+    # No up-front cast: windows is often a strided view, and a copy would be T times the data.
+    stats = [w.mean(1), w.std(1), w.min(1), w.max(1), w[:, -1]]
+    return np.concatenate([s.astype(np.float32) for s in stats], axis=1)
 
 
 def summary_feature_names(channel_names: Sequence[str] = CHANNEL_NAMES) -> list[str]:
