@@ -1,9 +1,14 @@
 """Synthetic multi-area fire-detection sensor logs in the ``jaxtrain-fire-v1`` HDF5 layout.
 
 Each area has one sensor node sampling six channels once per minute. Normal operation has
-per-area baselines, occupancy/HVAC daily cycles, slow sensor drift, noise and short nuisance
-events (cooking, dust, vehicle exhaust, door openings). Rare incidents start with a smouldering
-WARNING phase (slow joint rise of smoke, CO and PM2.5) followed by a flaming FIRE phase.
+per-area baselines, occupancy/HVAC daily cycles, slow sensor drift, noise and nuisance events
+(cooking, dust, vehicle exhaust, door openings, burnt food/cigarettes/welding, longer activity
+such as an idling truck). Rare incidents start with a smouldering WARNING phase (15-45 min of
+slow, sustained joint rise of smoke, CO and PM2.5, temperature slightly up, humidity down),
+followed by a flaming FIRE phase (10-40 min of strong rise on all channels), then suppression.
+
+Warning levels overlap normal ones (baselines, drift, nuisance events), so one reading cannot
+separate warning from normal; the sustained joint rise over a window can.
 
 Layout::
 
@@ -57,7 +62,7 @@ class _Profile:
     diurnal_rh: float  # humidity swing amplitude, anti-phase to temperature (%)
     schedule: str  # occupancy schedule name, see _occupancy
     # Nuisance events per hour at full activity, in _NUISANCE_KINDS order.
-    rates: tuple[float, float, float, float, float]
+    rates: tuple[float, float, float, float, float, float]
 
 
 _PROFILES: tuple[_Profile, ...] = (
@@ -69,7 +74,7 @@ _PROFILES: tuple[_Profile, ...] = (
         diurnal_t=1.5,
         diurnal_rh=4.0,
         schedule="kitchen",
-        rates=(1.2, 0.05, 0.0, 0.3, 0.6),
+        rates=(1.0, 0.05, 0.0, 0.3, 0.5, 0.12),
     ),
     _Profile(  # warehouse: forklift dust and exhaust, cold, large door
         base=(14.0, 0.15, 1.5, 440.0, 45.0, 20.0),
@@ -79,7 +84,7 @@ _PROFILES: tuple[_Profile, ...] = (
         diurnal_t=2.5,
         diurnal_rh=5.0,
         schedule="warehouse",
-        rates=(0.0, 0.5, 0.25, 0.5, 0.5),
+        rates=(0.0, 0.5, 0.25, 0.5, 0.4, 0.12),
     ),
     _Profile(  # office: occupancy-driven CO2, very clean air
         base=(21.0, 0.05, 0.8, 480.0, 38.0, 7.0),
@@ -89,7 +94,7 @@ _PROFILES: tuple[_Profile, ...] = (
         diurnal_t=1.0,
         diurnal_rh=3.0,
         schedule="office",
-        rates=(0.12, 0.05, 0.0, 0.2, 0.3),
+        rates=(0.12, 0.05, 0.0, 0.2, 0.3, 0.05),
     ),
     _Profile(  # server room: tightly controlled, few events, strong sensor drift matters
         base=(19.0, 0.04, 0.5, 430.0, 33.0, 3.0),
@@ -99,7 +104,7 @@ _PROFILES: tuple[_Profile, ...] = (
         diurnal_t=0.5,
         diurnal_rh=1.5,
         schedule="office",
-        rates=(0.0, 0.04, 0.0, 0.08, 0.1),
+        rates=(0.0, 0.04, 0.0, 0.08, 0.1, 0.03),
     ),
     _Profile(  # loading dock: truck exhaust, dust and open doors all day
         base=(9.0, 0.12, 5.0, 470.0, 62.0, 28.0),
@@ -109,23 +114,28 @@ _PROFILES: tuple[_Profile, ...] = (
         diurnal_t=3.5,
         diurnal_rh=8.0,
         schedule="dock",
-        rates=(0.0, 0.3, 1.0, 1.0, 0.8),
+        rates=(0.0, 0.3, 0.7, 0.8, 0.5, 0.2),
     ),
 )
 
-_NUISANCE_KINDS = ("cooking", "dust", "exhaust", "door", "combustion")
-_DOOR, _COMBUSTION = 3, 4
-# Nuisance amplitude ranges (lo, hi) per channel for a magnitude m in [0, 1] mapped
-# log-uniformly, so a big cooking spike is big on every channel it touches.
+# Nuisance events (all labelled normal). Amplitudes: per-channel change between lo and hi,
+# log-uniform in a magnitude shared by all channels, so a big event is big everywhere it acts.
+# Timing: linear rise and hold in whole minutes drawn from [lo, hi), then exponential decay.
+# "combustion" has the smoke + CO + PM mix of a smoulder at mid-warning levels, so a single
+# reading cannot tell them apart; it holds longer than the other spikes so that such levels
+# cover a share of normal time comparable to warnings. "activity" has the same mix but ramps up
+# and then holds for 10-40 min: its window statistics (mean/std/min/max/last) resemble a
+# smoulder's and only the flat recent slope gives it away. It ramps at least ~2x faster than
+# the fastest smoulder, so its onset stays separable too.
+_NUISANCE_KINDS = ("cooking", "dust", "exhaust", "door", "combustion", "activity")
 _NUISANCE_LO = np.array(
     [
         [0.2, 0.08, 2.0, 20.0, 1.0, 15.0],  # cooking: heat, smoke, CO, steam or not, grease PM
         [0.0, 0.04, 0.0, 0.0, 0.0, 20.0],  # dust: optical smoke + PM only
         [0.0, 0.01, 5.0, 30.0, 0.0, 8.0],  # vehicle exhaust: CO, CO2, PM
         [-0.5, 0.0, 0.0, -10.0, 1.0, 1.0],  # door: cold air, humidity step
-        # Burnt toast, a smoking break, welding, an idling diesel: the same smoke + CO + PM mix
-        # as a smoulder at mid-warning levels, so only the time course tells them apart.
-        [0.05, 0.08, 3.0, 10.0, 0.3, 10.0],
+        [0.05, 0.08, 3.0, 10.0, 0.3, 10.0],  # combustion: burnt toast, a cigarette, welding
+        [0.05, 0.3, 10.0, 20.0, 0.3, 40.0],  # activity: grill session, idling truck, LPG forklift
     ]
 )
 _NUISANCE_HI = np.array(
@@ -135,10 +145,15 @@ _NUISANCE_HI = np.array(
         [0.0, 0.10, 60.0, 250.0, 0.0, 80.0],
         [-5.0, 0.0, 0.0, -60.0, 8.0, 8.0],
         [1.0, 1.0, 45.0, 100.0, 2.0, 150.0],
+        [1.0, 1.0, 45.0, 100.0, 2.0, 150.0],
     ]
 )
+_RISE = ((1, 3), (1, 3), (1, 3), (1, 2), (1, 3), (2, 6))
+_HOLD = ((0, 3), (0, 3), (0, 3), (2, 15), (0, 10), (10, 41))
+_TAU = ((2.0, 8.0), (2.0, 8.0), (2.0, 8.0), (3.0, 6.0), (2.0, 8.0), (3.0, 8.0))
+_NUISANCE_LEN = 100  # minutes of support: covers the longest rise + hold + 6 tau
 # Humidity may go either way (weather at the door, frying vs boiling, ...).
-_SIGNED_RH = (True, False, False, True, True)
+_SIGNED_RH = (True, False, False, True, True, True)
 
 # Smouldering rise per minute at scale 1 and fire amplitude ranges (lo, hi).
 _WARN_RATE = np.array([0.04, 0.02, 0.65, 1.3, -0.08, 2.0])
@@ -228,21 +243,11 @@ def _plan_nuisance(profile: _Profile, total: int, rng: np.random.Generator) -> _
         amp = lo * ratio**m * rng.uniform(0.8, 1.2, size=(t.size, _C))
         if _SIGNED_RH[kind]:
             amp[:, _RH] *= rng.choice([-1.0, 1.0], size=t.size)
-        if kind == _DOOR:
-            hold = rng.integers(2, 15, size=t.size)
-            rise = np.ones(t.size, dtype=np.int64)
-            tau = rng.uniform(3.0, 6.0, size=t.size)
-        else:
-            # Combustion nuisances last longer (a cigarette, a welding job) so that, at a single
-            # reading, they cover the same levels as a smoulder for a comparable share of time.
-            hold = rng.integers(0, 10 if kind == _COMBUSTION else 3, size=t.size)
-            rise = rng.integers(1, 3, size=t.size)
-            tau = rng.uniform(2.0, 8.0, size=t.size)
         starts.append(t)
         amps.append(amp)
-        rises.append(rise)
-        holds.append(hold)
-        taus.append(tau)
+        rises.append(rng.integers(*_RISE[kind], size=t.size))
+        holds.append(rng.integers(*_HOLD[kind], size=t.size))
+        taus.append(rng.uniform(*_TAU[kind], size=t.size))
     if not starts:
         z = np.zeros(0)
         return _Nuisance(z.astype(np.int64), np.zeros((0, _C)), z.astype(np.int64), z, z)
@@ -308,7 +313,7 @@ def _scatter(out: np.ndarray, pos: np.ndarray, values: np.ndarray, b0: int) -> N
 
 def _render_nuisance(out: np.ndarray, ev: _Nuisance, b0: int) -> None:
     start, amp, rise, hold, tau = ev
-    length = 60
+    length = _NUISANCE_LEN
     idx = _select(start, length, b0, b0 + out.shape[0])
     if idx.size == 0:
         return
