@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import collections
+import errno
 import itertools
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -29,6 +30,22 @@ from jax.sharding import Mesh
 from jaxtrain import sharding as shd
 
 Record = dict[str, np.ndarray]
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message folded onto one line (for one-line user errors)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def open_hdf5(path: str | os.PathLike, what: str = "data") -> h5py.File:
+    """Opens `path` read-only; a missing or non-HDF5 file is a one-line error naming it."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(errno.ENOENT, f"No such {what} file", path)
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        raise ValueError(f"{path}: not a readable HDF5 file ({one_line(e)})") from None
 
 
 class HDF5WindowSource:

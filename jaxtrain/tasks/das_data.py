@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import errno
 import fnmatch
 import hashlib
 import json
@@ -57,6 +56,8 @@ from typing import Any, Literal
 
 import h5py
 import numpy as np
+
+from jaxtrain.data import one_line, open_hdf5
 
 FORMAT = "jaxtrain-das-v1"
 LABELS = ("earthquake", "quarry_blast", "noise")
@@ -413,9 +414,6 @@ def _layout(layout: DASLayout | str) -> DASLayout:
     return LAYOUTS[layout]
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
 
 def _scalar(value: Any) -> Any:
     arr = np.asarray(value)
@@ -484,7 +482,7 @@ class Recording:
                 else ds[:, start:stop]
         except OSError as e:  # corrupt or truncated chunk
             raise ValueError(f"{self.path}: {self.dataset}: unreadable samples "
-                             f"{start}:{stop} ({_one_line(e)})") from None
+                             f"{start}:{stop} ({one_line(e)})") from None
         if self.layout.axis_order == "time_channel":
             raw = raw.T
         out = np.ascontiguousarray(raw, dtype=np.float32)
@@ -579,12 +577,7 @@ def open_recording(path: str | os.PathLike[str], layout: DASLayout | str = "jaxt
     """
     path = os.fspath(path)
     layout = _layout(layout)
-    if not os.path.exists(path):
-        raise FileNotFoundError(errno.ENOENT, "No such DAS file", path)
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise ValueError(f"{path}: not a readable HDF5 file ({_one_line(e)})") from None
+    f = open_hdf5(path, "DAS")
     with f:
         dataset = _resolve(f, layout.dataset)
         if dataset is None:

@@ -22,13 +22,14 @@ Layout::
 from __future__ import annotations
 
 import dataclasses
-import errno
 import os
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import h5py
 import numpy as np
+
+from jaxtrain.data import one_line, open_hdf5
 
 FORMAT = "jaxtrain-fire-v1"
 SAMPLE_PERIOD_S = 60
@@ -472,9 +473,6 @@ def _str_list(value: object) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in items]
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
 
 def read_fire_file(path: str | os.PathLike[str]) -> FireFile:
     """Open and validate a fire log chunk by chunk.
@@ -483,18 +481,13 @@ def read_fire_file(path: str | os.PathLike[str]) -> FireFile:
     ``ValueError("<path>: <dataset or attribute>: <problem>")`` for anything else.
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(errno.ENOENT, "No such fire data file", path)
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise ValueError(f"{path}: not a readable HDF5 file ({_one_line(e)})") from None
+    f = open_hdf5(path, "fire data")
     try:
         with f:
             return _read_layout(f, path)
     except (OSError, KeyError, RuntimeError, TypeError) as e:
         # h5py reports damaged files lazily, from whichever object is touched first.
-        raise ValueError(f"{path}: damaged HDF5 file ({_one_line(e)})") from None
+        raise ValueError(f"{path}: damaged HDF5 file ({one_line(e)})") from None
 
 
 def _read_layout(f: h5py.File, path: str) -> FireFile:
