@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as cm
 
@@ -68,6 +69,31 @@ class Checkpointer:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def load_for_inference(directory: str, *, best_metric: str, best_mode: str = "max"
+                       ) -> tuple[dict[str, Any], int]:
+    """The best checkpoint's (else the latest's) TrainState fields as host numpy arrays.
+
+    Needs no model, optimizer or mesh: inference takes `params` and `model_state` from it.
+    """
+    directory = os.path.abspath(directory)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"no checkpoints in {directory}")
+    ckpt = Checkpointer(directory, best_metric=best_metric, best_mode=best_mode)
+    try:
+        step = ckpt.best_step()
+        step = ckpt.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoints in {directory}")
+    finally:
+        ckpt.close()
+    path = os.path.join(directory, str(step), "state")
+    checkpointer = ocp.PyTreeCheckpointer()
+    tree = dict(checkpointer.metadata(path).item_metadata)
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    state = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+    return state, step
 
 
 @jax.jit

@@ -17,20 +17,12 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from jaxtrain.cli import USER_ERRORS, fail, quiet_library_logs
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file "
                                           "(configs/<task>.py[:variant]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
 flags.mark_flags_as_required(["config", "workdir"])
-
-USER_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
-               ValueError)
-
-
-def fail(message: str) -> None:
-    """One line on stderr, exit status 2."""
-    print(f"jaxtrain: error: {message}", file=sys.stderr)
-    sys.exit(2)
-
 
 def check_workdir(workdir: str) -> str:
     """Creates the workdir and proves it is writable before any work is done."""
@@ -70,17 +62,6 @@ def run(config, workdir: str, on_step=None) -> dict:
     return train.train_and_evaluate(config, workdir, task, on_step=on_step)
 
 
-def quiet_library_logs() -> None:
-    """Keep our INFO lines readable: orbax and grain log every step of their work at INFO."""
-    import logging as pylogging
-
-    def keep(record: pylogging.LogRecord) -> bool:
-        noisy = any(f"/{lib}/" in record.pathname for lib in ("orbax", "grain", "jax/_src"))
-        return record.levelno >= pylogging.WARNING or not noisy
-
-    logging.get_absl_handler().addFilter(keep)
-
-
 def main(argv: list[str]) -> None:
     quiet_library_logs()
     if len(argv) > 1:
@@ -97,10 +78,8 @@ def main(argv: list[str]) -> None:
         sys.exit(128 + e.signum)
     except USER_ERRORS as e:
         fail(str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
-    summary = {k: results.get("test", {}).get(k) for k in ("accuracy", "macro_f1")}
-    for key in ("fire_recall",):
-        if key in results.get("test", {}):
-            summary[key] = results["test"][key]
+    headline = results.get("headline") or ["accuracy", "macro_f1"]  # the task's key metrics
+    summary = {k: results.get("test", {}).get(k) for k in headline}
     if results.get("already_finished"):
         print(f"already finished: {os.path.join(workdir, 'results.json')}")
     print("test: " + json.dumps(summary))

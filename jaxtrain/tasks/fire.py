@@ -158,7 +158,8 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
     return Task(train_source=train_src, val_source=val_src, test_source=test_src,
                 init_fn=init_fn, loss_fn=loss_fn, predict_fn=predict_fn, evaluate=evaluate,
                 transform=transform, baseline=run_baseline,
-                info={"data": {"path": path, "windows": split_sizes,
+                info={"headline": ["accuracy", "macro_f1", "fire_recall"],
+                      "data": {"path": path, "windows": split_sizes,
                                "train_label_counts": counts.tolist(),
                                "class_weights": np.asarray(class_weights).tolist()}})
 
