@@ -32,6 +32,8 @@ ArrayLike = Any  # np.ndarray | jax.Array | nested lists
 
 __all__ = [
     "accuracy",
+    "best_threshold",
+    "binary_scores",
     "classification_report",
     "confusion_matrix",
     "macro_f1",
@@ -40,6 +42,8 @@ __all__ = [
     "precision_recall_f1",
     "roc_auc",
     "roc_auc_ovr",
+    "threshold_histograms",
+    "threshold_sweep",
 ]
 
 
@@ -325,3 +329,57 @@ def per_group_report(
             "count": count,
         }
     return out
+
+
+# --- Binary (e.g. segmentation) scores over a grid of thresholds ---------------------------
+# Pixels are pooled over a whole split (MARIDA's convention), so a split is summarised by two
+# histograms of the positive-class score, one for positive and one for negative pixels;
+# every threshold k / num_bins is then scored exactly from their suffix sums.
+
+
+def threshold_histograms(
+    scores: ArrayLike, labels01: ArrayLike, num_bins: int, mask: ArrayLike | None = None
+) -> tuple[Any, Any]:
+    """``(pos_hist, neg_hist)``, each ``(num_bins,)``: counts of positive / negative elements
+    whose score falls in bin ``floor(score * num_bins)`` (scores in [0, 1], clipped).
+
+    ``score >= k / num_bins`` holds exactly for the elements in bins ``k`` and above, which is
+    what :func:`threshold_sweep` uses. Positives are ``labels01 > 0``. Jittable.
+    """
+    xp = _xp(scores, labels01, mask)
+    s = _flat(xp, scores)
+    y = _flat(xp, labels01) > 0
+    valid = _valid(xp, mask, s.shape[0])
+    idx = xp.clip(xp.floor(s * num_bins), 0, num_bins - 1).astype(xp.int32)
+    return (_bincount(xp, idx, valid & y, num_bins),
+            _bincount(xp, idx, valid & ~y, num_bins))
+
+
+def binary_scores(tp: ArrayLike, fp: ArrayLike, fn: ArrayLike) -> dict[str, Any]:
+    """Precision, recall, F1 and IoU of the positive class (0 where undefined, like sklearn)."""
+    xp = _xp(tp, fp, fn)
+    tp, fp, fn = (xp.asarray(v) for v in (tp, fp, fn))
+    return {"precision": _div(xp, tp, tp + fp, 0.0), "recall": _div(xp, tp, tp + fn, 0.0),
+            "f1": _div(xp, 2 * tp, 2 * tp + fp + fn, 0.0), "iou": _div(xp, tp, tp + fp + fn, 0.0)}
+
+
+def threshold_sweep(pos_hist: ArrayLike, neg_hist: ArrayLike) -> dict[str, Any]:
+    """Scores at every threshold ``k / K``, ``k = 0 .. K-1`` (predict positive if score >= t).
+
+    Returns ``thresholds``, ``tp``, ``fp``, ``fn`` and the :func:`binary_scores`, each ``(K,)``.
+    """
+    xp = _xp(pos_hist, neg_hist)
+    pos, neg = xp.asarray(pos_hist), xp.asarray(neg_hist)
+    k = pos.shape[0]
+    tp = xp.cumsum(pos[::-1])[::-1]  # suffix sums: elements in bin >= k
+    fp = xp.cumsum(neg[::-1])[::-1]
+    fn = xp.sum(pos) - tp
+    return {"thresholds": xp.arange(k) / k, "tp": tp, "fp": fp, "fn": fn,
+            **binary_scores(tp, fp, fn)}
+
+
+def best_threshold(sweep: dict[str, Any], metric: str = "f1") -> int:
+    """Index of the threshold with the highest ``metric``, threshold 0 excluded (it calls
+    everything positive); the lowest such threshold on ties. Host-side."""
+    values = np.asarray(sweep[metric], dtype=np.float64)[1:]
+    return int(np.argmax(values)) + 1

@@ -93,6 +93,13 @@ def evaluate_split(eval_step: Any, state: TrainState, task: Task, source: Any,
                    config: ml_collections.ConfigDict, mesh: Any,
                    stop: _StopFlag | None = None) -> tuple[dict[str, float], dict[str, Any]]:
     """One pass over `source`; outputs gathered from all processes, padding dropped."""
+    return task.evaluate(predict_split(eval_step, state, task, source, config, mesh, stop))
+
+
+def predict_split(eval_step: Any, state: TrainState, task: Task, source: Any,
+                  config: ml_collections.ConfigDict, mesh: Any,
+                  stop: _StopFlag | None = None) -> dict[str, np.ndarray]:
+    """The concatenated `predict_fn` outputs of one pass over `source`, padding dropped."""
     it = data_lib.eval_dataset(source, global_batch_size=config.train.eval_batch_size,
                                mesh=mesh, transform=task.transform,
                                read_threads=config.data.read_threads)
@@ -105,7 +112,7 @@ def evaluate_split(eval_step: Any, state: TrainState, task: Task, source: Any,
             break  # the caller saves and exits; a partial eval is discarded
     outputs = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
     valid = outputs.pop("valid").astype(bool)
-    return task.evaluate({k: v[valid] for k, v in outputs.items()})
+    return {k: v[valid] for k, v in outputs.items()}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Task, *,
@@ -193,8 +200,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
                 sums.flush_into(loop)
                 save()
             if progress.due():
+                host_metrics = jax.device_get(metrics)  # waits for the step: honest rate
                 rate = progress.rate(step)
-                host_metrics = jax.device_get(metrics)
                 progress.line(step, loop.epoch, float(host_metrics["loss"]), rate)
                 writer.scalars(step, {"train/" + k: v for k, v in host_metrics.items()}
                                | rate | _memory())
@@ -210,8 +217,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
         best = ckpt.best_step()
         if best is not None and best != step:
             state, _, _ = ckpt.restore(best, abstract_like(state, state_shardings))
-        test_metrics, report = evaluate_split(eval_step, state, task, task.test_source,
-                                              config, mesh)
+        if task.evaluate_test is not None:  # e.g. a threshold tuned on val, applied to test
+            test_metrics, report = task.evaluate_test(
+                predict_split(eval_step, state, task, task.val_source, config, mesh),
+                predict_split(eval_step, state, task, task.test_source, config, mesh))
+        else:
+            test_metrics, report = evaluate_split(eval_step, state, task, task.test_source,
+                                                  config, mesh)
         results = {"test": test_metrics, "test_report": report, "best_step": best,
                    "final_step": step, "epochs_trained": loop.epoch,
                    "stopped_early": loop.stopped_early, "parameters": n_params,
@@ -219,6 +231,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
                    "device_kind": jax.devices()[0].device_kind, **task.info}
         if task.baseline is not None:
             results["baseline"] = task.baseline()
+        if task.on_test is not None and is_main:
+            results.update(task.on_test(test_metrics, report) or {})
         writer.scalars(step, {"test/" + k: v for k, v in test_metrics.items()})
         if is_main:
             writers.write_json_atomic(results_path, results)

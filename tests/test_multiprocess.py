@@ -1,4 +1,4 @@
-"""Two JAX processes x 4 CPU devices on localhost == one process x 8 devices; resume 2 -> 1.
+"""Two JAX processes x 4 CPU devices on localhost == one process x 8 devices; resume 2 <-> 1.
 
 The processes form one global mesh through `jax.distributed.initialize` (gloo collectives),
 exactly as on a multi-host cluster.
@@ -66,7 +66,7 @@ def _history(workdir):
         return list(csv.DictReader(f))
 
 
-def test_two_processes_match_one_and_resume_in_one(tmp_path, cache_dir):
+def test_two_processes_match_one_and_resume_across_process_counts(tmp_path, cache_dir):
     one, two = tmp_path / "one", tmp_path / "two"
     _launch(one, cache_dir, 1, 8, "--config.train.epochs=1")
     outs = _launch(two, cache_dir, 2, 4, "--config.train.epochs=1")
@@ -83,3 +83,13 @@ def test_two_processes_match_one_and_resume_in_one(tmp_path, cache_dir):
     assert len(h2) == 2
     # epoch 2 differs from the straight run only by the epoch-1 cosine schedule; it must train
     assert float(h2[1]["train/loss"]) < float(h2[0]["train/loss"])
+
+    # And the other way round: the 1-process checkpoint resumes in two processes, and its
+    # epoch 2 matches the 2 -> 1 run's (same data order, near-equal epoch-1 states).
+    os.remove(one / "results.json")
+    outs = _launch(one, cache_dir, 2, 4, "--config.train.epochs=2")
+    assert all("resumed from step" in o for o in outs)
+    h1 = _history(one)
+    assert len(h1) == 2
+    for key in ("train/loss", "val/accuracy", "val/macro_f1"):
+        assert float(h1[1][key]) == pytest.approx(float(h2[1][key]), rel=5e-3, abs=5e-3), key

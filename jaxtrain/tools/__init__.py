@@ -1,0 +1,1 @@
+"""Command-line tools around the training library (labelling, inspection)."""
