@@ -25,6 +25,8 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.data.split = (0.7, 0.15, 0.15)
     c.data.train_stride = 12  # minutes between training windows (they still overlap 48/60)
     c.data.eval_stride = 8
+    c.data.normalization = "robust"  # median/IQR + asinh tails ("zscore": mean/std)
+    c.data.diff_lags = (5, 15)  # extra input channels: change over 5 and 15 minutes (() = off)
 
     c.model = ConfigDict(dict(d_model=128, num_heads=4, num_layers=3, d_ff=512, dropout=0.1))
 

@@ -54,11 +54,16 @@ def data_path(config: ml_collections.ConfigDict) -> str:
 
 
 def _channel_stats(path: str, streams: list[tuple[str, str]], windows: np.ndarray,
-                   seq_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean/std over every reading inside the training windows only."""
+                   seq_len: int, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (center, scale) over every reading inside the training windows only.
+
+    "zscore": mean/std. "robust": median and IQR/1.349 (= std for Gaussian data): fire
+    readings are orders of magnitude above normal ones and would otherwise set the scale,
+    squashing the small sustained rises that tell a smoulder from normal operation.
+    """
     import h5py
 
-    total, sq, count = 0.0, 0.0, 0
+    parts = []
     with h5py.File(path, "r") as f:
         for s, (_, group) in enumerate(streams):
             ends = windows[windows[:, 0] == s, 1]
@@ -67,11 +72,35 @@ def _channel_stats(path: str, streams: list[tuple[str, str]], windows: np.ndarra
             covered = np.zeros(f[group]["readings"].shape[0], bool)
             for offset in range(seq_len):  # mark rows [end - seq_len + 1, end]
                 covered[ends - offset] = True
-            x = f[group]["readings"][...][covered].astype(np.float64)
-            total, sq, count = total + x.sum(0), sq + (x**2).sum(0), count + len(x)
-    mean = total / count
-    std = np.sqrt(np.maximum(sq / count - mean**2, 1e-12))
-    return mean.astype(np.float32), std.astype(np.float32)
+            parts.append(f[group]["readings"][...][covered].astype(np.float64))
+    x = np.concatenate(parts)
+    if method == "zscore":
+        center, scale = x.mean(0), x.std(0)
+    elif method == "robust":
+        q25, center, q75 = np.percentile(x, [25, 50, 75], axis=0)
+        scale = (q75 - q25) / 1.349
+    else:
+        raise ValueError(f"data.normalization must be 'robust' or 'zscore', got {method!r}")
+    return center.astype(np.float32), np.maximum(scale, 1e-6).astype(np.float32)
+
+
+def normalize(x: np.ndarray, center: np.ndarray, scale: np.ndarray, method: str,
+              diff_lags: tuple[int, ...] = ()) -> np.ndarray:
+    """Model inputs of one (T, C) window: scaled readings, then one change-over-`lag` block
+    per lag (minutes; zero where the window has no reading that far back).
+
+    "robust" compresses the tails with asinh (linear near 0, log-like beyond a few units), so
+    fires stay large but bounded. The change channels hand the model the sustained rise that
+    tells a smoulder from a nuisance plateau instead of making it learn differencing first.
+    """
+    z = (x - center) / scale
+    squash = np.arcsinh if method == "robust" else (lambda v: v)
+    parts = [squash(z)]
+    for lag in diff_lags:
+        change = np.zeros_like(z)
+        change[lag:] = z[lag:] - z[:-lag]
+        parts.append(squash(change))
+    return np.concatenate(parts, axis=-1).astype(np.float32)
 
 
 def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
@@ -96,13 +125,14 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
         (s, splits["train"][splits["train"][:, 0] == s, 1]) for s in range(len(streams))]])
     counts = np.bincount(train_labels, minlength=len(info.class_names))
     class_weights = losses.class_weights_from_counts(counts, power=t.class_weight_power)
-    mean, std = _channel_stats(path, streams, splits["train"], d.seq_len)
+    center, scale = _channel_stats(path, streams, splits["train"], d.seq_len, d.normalization)
     split_sizes = {k: len(v) for k, v in splits.items()}
     logging.info("fire data %s: windows per split %s, train label counts %s", path,
                  split_sizes, counts.tolist())
     if jax.process_index() == 0:
         writers.write_json_atomic(os.path.join(workdir, "normalization.json"),
-                                  {"channels": info.channel_names, "mean": mean, "std": std})
+                                  {"channels": info.channel_names, "method": d.normalization,
+                                   "center": center, "scale": scale})
 
     model = FireTransformer(seq_len=d.seq_len, num_areas=len(info.area_names),
                             num_classes=len(info.class_names), d_model=m.d_model,
@@ -111,11 +141,12 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
     cw = jnp.asarray(class_weights, jnp.float32)
 
     def transform(r: dict) -> dict:
-        return {"x": ((r["x"] - mean) / std).astype(np.float32), "area": r["area"],
+        return {"x": normalize(r["x"], center, scale, d.normalization, tuple(d.diff_lags)),
+                "area": r["area"],
                 "label": r["label"].astype(np.int32), "risk": r["risk"].astype(np.float32)}
 
     def init_fn(rng):
-        x = jnp.zeros((1, d.seq_len, len(info.channel_names)), jnp.float32)
+        x = jnp.zeros((1, d.seq_len, len(info.channel_names) * (1 + len(d.diff_lags))))
         return model.init({"params": rng}, x, jnp.zeros((1,), jnp.int32))["params"], {}
 
     def loss_fn(params, model_state, batch, rng):
