@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import hashlib
 import itertools
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -25,6 +26,8 @@ import grain
 import h5py
 import jax
 import numpy as np
+from absl import logging
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from jaxtrain import sharding as shd
@@ -46,6 +49,45 @@ def open_hdf5(path: str | os.PathLike, what: str = "data") -> h5py.File:
         return h5py.File(path, "r")
     except OSError as e:
         raise ValueError(f"{path}: not a readable HDF5 file ({one_line(e)})") from None
+
+
+def generated_once(name: str, *, cache_dir: str, generator_file: str,
+                   make: Callable[[str], None], done: str = "") -> str:
+    """Path of synthetic data made by `make(path)` once, then reused.
+
+    The path is `cache_dir/<name with the generator's source hash>`, so a changed generator
+    never reuses stale data (`name` may hold `{version}`; appended otherwise). `done` names
+    the file inside a generated directory that is written last (its presence means complete).
+    Process 0 generates while the others wait; a host without a shared file system then
+    makes its own copy.
+    """
+    with open(generator_file, "rb") as f:
+        version = hashlib.sha1(f.read()).hexdigest()[:8]
+    name = name.format(version=version) if "{version}" in name else f"{name}-{version}"
+    path = os.path.join(os.path.abspath(os.path.expanduser(cache_dir)), name)
+    marker = os.path.join(path, done) if done else path
+
+    def generate() -> None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        logging.info("generating synthetic data: %s", path)
+        make(path)
+
+    if not os.path.exists(marker) and jax.process_index() == 0:
+        generate()
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(f"generated {name}")
+        if not os.path.exists(marker):
+            generate()
+    return path
+
+
+def configured_or_generated(path: str, what: str, generated: Callable[[], str]) -> str:
+    """`config.data.path` when set (it must exist), else the built-in synthetic data."""
+    if not path:
+        return generated()
+    if not os.path.exists(os.path.expanduser(path)):
+        raise FileNotFoundError(f"{what} not found: {path} (config.data.path)")
+    return os.path.abspath(os.path.expanduser(path))
 
 
 class HDF5WindowSource:

@@ -1,7 +1,8 @@
 """Inference with a trained run: `python -m jaxtrain.predict --workdir=RUN --input=P --output=O`.
 
 Loads RUN/config.json and the run's best checkpoint (else its latest), then hands both to the
-task module's `predict(config, variables, input_path, output_path, batch_size) -> dict`, which
+task module's `predict(config, variables, input_path, output_path, batch_size, workdir=RUN)
+-> dict`, which
 reads the new data, writes OUT and returns a short summary (printed as one JSON line).
 `variables` is {"params": ..., "model_state": ...} as host numpy arrays. Input errors end with
 one `jaxtrain: error:` line and exit status 2.
@@ -19,11 +20,6 @@ from absl import app, flags
 
 from jaxtrain import checkpoint
 from jaxtrain.cli import USER_ERRORS, fail, quiet_library_logs
-
-_WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir.")
-_INPUT = flags.DEFINE_string("input", None, "A file or a directory of files to predict on.")
-_OUTPUT = flags.DEFINE_string("output", None, "Where to write the predictions.")
-_BATCH = flags.DEFINE_integer("batch_size", 0, "Inference batch (0 = the run's eval batch).")
 
 
 def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, dict[str, Any], int]:
@@ -45,14 +41,15 @@ def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, dict[str, Any], i
 
 def predict(workdir: str, input_path: str, output_path: str, batch_size: int = 0) -> dict:
     """Library form of the CLI."""
+    if not os.path.exists(input_path):
+        raise FileNotFoundError(f"input not found: {input_path}")
     config, variables, step = load_run(workdir)
     module = importlib.import_module(f"jaxtrain.tasks.{config.task}")
     if not hasattr(module, "predict"):
         raise ValueError(f"task {config.task!r} has no predict()")
-    if not os.path.exists(input_path):
-        raise FileNotFoundError(f"input not found: {input_path}")
     summary = module.predict(config, variables, input_path, output_path,
-                             batch_size or config.train.eval_batch_size)
+                             batch_size or config.train.eval_batch_size,
+                             workdir=os.path.abspath(os.path.expanduser(workdir)))
     return {"checkpoint_step": step, **summary}
 
 
@@ -60,15 +57,22 @@ def main(argv: list[str]) -> None:
     quiet_library_logs()
     if len(argv) > 1:
         fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    for flag in (_WORKDIR, _INPUT, _OUTPUT):
-        if not flag.value:
-            fail(f"--{flag.name} is required")
+    f = flags.FLAGS
+    for name in ("workdir", "input", "output"):
+        if not f[name].value:
+            fail(f"--{name} is required")
     try:
-        summary = predict(_WORKDIR.value, _INPUT.value, _OUTPUT.value, _BATCH.value)
+        summary = predict(f.workdir, f.input, f.output, f.batch_size)
     except USER_ERRORS as e:
         fail(str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
     print(json.dumps(summary))
 
 
 if __name__ == "__main__":
+    # Flags live here, not at import: jaxtrain.main defines --workdir too, and absl flags are
+    # process-global, so both modules must be importable side by side (notebooks, tests).
+    flags.DEFINE_string("workdir", None, "A training run's workdir.")
+    flags.DEFINE_string("input", None, "A file or a directory of files to predict on.")
+    flags.DEFINE_string("output", None, "Where to write the predictions.")
+    flags.DEFINE_integer("batch_size", 0, "Inference batch (0 = the run's eval batch).")
     app.run(main)

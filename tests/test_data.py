@@ -1,5 +1,6 @@
 """grain over HDF5: windows, leakage-free splits, per-process sharding, resumable iteration."""
 
+import os
 import pickle
 
 import h5py
@@ -7,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from jaxtrain import data as data_lib
 from jaxtrain import sharding
 from jaxtrain.data import BatchFeeder, HDF5WindowSource, eval_dataset, split_windows, train_dataset
 
@@ -104,3 +106,24 @@ def test_eval_pass_is_padded_and_masked(h5):
     assert len(valid) == 48 and valid.sum() == 37
     ends = np.concatenate([b["x"][:, -1, 0] for b in batches])[valid]
     np.testing.assert_array_equal(ends, np.arange(9, 46) * 3)  # in order, each once
+
+
+def test_generated_once_reuses_until_the_generator_changes(tmp_path):
+    generator = tmp_path / "gen.py"
+    generator.write_text("v1")
+    calls = []
+
+    def make(path):
+        calls.append(path)
+        with open(path, "w") as f:
+            f.write("data")
+
+    kw = dict(cache_dir=str(tmp_path / "cache"), generator_file=str(generator), make=make)
+    first = data_lib.generated_once("set-{version}.h5", **kw)
+    assert data_lib.generated_once("set-{version}.h5", **kw) == first and len(calls) == 1
+    generator.write_text("v2")  # an edited generator never reuses stale data
+    second = data_lib.generated_once("set-{version}.h5", **kw)
+    assert second != first and len(calls) == 2 and os.path.exists(second)
+    assert data_lib.configured_or_generated("", "data", lambda: second) == second
+    with pytest.raises(FileNotFoundError, match=r"nope\.h5"):
+        data_lib.configured_or_generated(str(tmp_path / "nope.h5"), "data file", lambda: second)

@@ -3,7 +3,6 @@ band statistics, augmentation and the MARIDA converter."""
 
 from __future__ import annotations
 
-import os
 import pickle
 import shutil
 from pathlib import Path
@@ -76,14 +75,6 @@ def test_deterministic_and_atomic(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.tmp"))
     with pytest.raises(ValueError, match="num_patches"):
         dd.generate(tmp_path / "x.h5", num_patches=0)
-
-
-def test_cached_synthetic_path(tmp_path: Path) -> None:
-    path = dd.ensure_synthetic(tmp_path / "cache", num_patches=2, size=32, seed=1)
-    assert dd.generator_version() in os.path.basename(path) and os.path.exists(path)
-    mtime = os.path.getmtime(path)
-    assert dd.ensure_synthetic(tmp_path / "cache", num_patches=2, size=32, seed=1) == path
-    assert os.path.getmtime(path) == mtime  # reused, not regenerated
 
 
 # ----------------------------------------------------------------------------- realism

@@ -33,10 +33,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
-from jax.experimental import multihost_utils
 
 from jaxtrain import losses, metrics, plots
-from jaxtrain.data import one_line
+from jaxtrain.data import configured_or_generated, generated_once, one_line
 from jaxtrain.models.das_bilstm import DASBiLSTM
 from jaxtrain.models.das_tcn import DASTCN
 from jaxtrain.models.das_transformer import DASTransformer
@@ -52,31 +51,18 @@ MODELS = ("tcn", "bilstm", "transformer")
 def data_dir(config: ml_collections.ConfigDict) -> str:
     """The configured directory, or the synthetic one (generated on first use, then reused)."""
     d = config.data
-    if d.path:
-        path = os.path.abspath(os.path.expanduser(d.path))
-        if not os.path.isdir(path):
-            raise FileNotFoundError(f"DAS data directory not found: {d.path} (config.data.path)")
-        return path
-    cache = os.path.abspath(os.path.expanduser(d.cache_dir))
-    with open(das_data.__file__, "rb") as f:  # a changed generator never reuses stale data
-        version = hashlib.sha1(f.read()).hexdigest()[:8]
-    path = os.path.join(cache, f"das-{d.num_files}x{d.duration_s:g}s-{d.num_channels}ch-"
-                               f"{d.sampling_rate:g}hz-seed{d.seed}-{version}")
+    if d.path and not os.path.isdir(os.path.expanduser(d.path)):
+        raise FileNotFoundError(f"DAS data directory not found: {d.path} (config.data.path)")
 
-    def make() -> None:
-        logging.info("generating synthetic DAS data: %s", path)
+    def make(path: str) -> None:
         das_data.generate(path, num_files=d.num_files, duration_s=d.duration_s,
                           sampling_rate=d.sampling_rate, num_channels=d.num_channels,
                           seed=d.seed)
 
-    done = os.path.join(path, das_data.LABELS_FILE)  # written last: its presence means done
-    if not os.path.exists(done) and jax.process_index() == 0:
-        make()
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices("das data generated")
-        if not os.path.exists(done):  # hosts without a shared file system make their own copy
-            make()
-    return path
+    return configured_or_generated(d.path, "DAS data directory", lambda: generated_once(
+        f"das-{d.num_files}x{d.duration_s:g}s-{d.num_channels}ch-{d.sampling_rate:g}hz-"
+        f"seed{d.seed}", cache_dir=d.cache_dir, generator_file=das_data.__file__, make=make,
+        done=das_data.LABELS_FILE))  # labels.json is written last
 
 
 def _file_label(entry: Any) -> str:
@@ -281,7 +267,8 @@ def _batches(rec: das_data.Recording, window: int, stride: int, batch_size: int
 
 
 def predict(config: ml_collections.ConfigDict, variables: dict[str, Any], input_path: str,
-            output_path: str, batch_size: int) -> dict[str, Any]:
+            output_path: str, batch_size: int, *, workdir: str | None = None
+            ) -> dict[str, Any]:
     """Classify every window of one recording or of every .h5/.hdf5 file in a directory.
 
     Windows (`data.window` samples every `data.eval_stride`) are read a batch at a time (one

@@ -496,23 +496,6 @@ def generate(path: str | os.PathLike[str], *, num_patches: int = DEFAULT_NUM_PAT
         raise
 
 
-def synthetic_path(cache_dir: str | os.PathLike[str], *, num_patches: int = DEFAULT_NUM_PATCHES,
-                   size: int = 256, seed: int = 0) -> str:
-    """Where the synthetic set of these parameters lives in `cache_dir` (generator hash in it)."""
-    name = f"debris-{num_patches}x{size}-seed{seed}-{generator_version()}.h5"
-    return os.path.join(os.path.abspath(os.path.expanduser(os.fspath(cache_dir))), name)
-
-
-def ensure_synthetic(cache_dir: str | os.PathLike[str], *,
-                     num_patches: int = DEFAULT_NUM_PATCHES, size: int = 256,
-                     seed: int = 0) -> str:
-    """The cached synthetic file, generated on first use (single process; the task syncs hosts)."""
-    path = synthetic_path(cache_dir, num_patches=num_patches, size=size, seed=seed)
-    if not os.path.exists(path):
-        generate(path, num_patches=num_patches, size=size, seed=seed)
-    return path
-
-
 # ----------------------------------------------------------------------------- reading
 @dataclasses.dataclass(frozen=True)
 class DebrisInfo:

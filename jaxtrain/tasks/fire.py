@@ -9,7 +9,6 @@ risk head; loss = class-weighted cross-entropy + `risk_weight` * risk MSE.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 
 import jax
@@ -17,10 +16,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
-from jax.experimental import multihost_utils
 
 from jaxtrain import baseline, losses, metrics, writers
-from jaxtrain.data import HDF5WindowSource, split_windows
+from jaxtrain.data import HDF5WindowSource, configured_or_generated, generated_once, split_windows
 from jaxtrain.models.fire_transformer import FireTransformer
 from jaxtrain.task import Task
 from jaxtrain.tasks import fire_data
@@ -30,27 +28,14 @@ from jaxtrain.train_step import compute_dtype
 def data_path(config: ml_collections.ConfigDict) -> str:
     """The configured file, or the synthetic one (generated on first use, then reused)."""
     d = config.data
-    if d.path:
-        if not os.path.exists(d.path):
-            raise FileNotFoundError(f"data file not found: {d.path} (config.data.path)")
-        return d.path
-    cache = os.path.abspath(os.path.expanduser(d.cache_dir))
-    with open(fire_data.__file__, "rb") as f:  # a changed generator never reuses stale data
-        version = hashlib.sha1(f.read()).hexdigest()[:8]
-    path = os.path.join(cache, f"fire-{d.num_areas}x{d.samples_per_area}-seed{d.seed}-"
-                               f"{version}.h5")
-    if not os.path.exists(path) and jax.process_index() == 0:
-        os.makedirs(cache, exist_ok=True)
-        logging.info("generating synthetic fire data: %s", path)
+
+    def make(path: str) -> None:
         fire_data.generate(path, samples_per_area=d.samples_per_area, num_areas=d.num_areas,
                            seed=d.seed)
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices("fire data generated")
-        if not os.path.exists(path):  # hosts without a shared file system make their own copy
-            os.makedirs(cache, exist_ok=True)
-            fire_data.generate(path, samples_per_area=d.samples_per_area,
-                               num_areas=d.num_areas, seed=d.seed)
-    return path
+
+    return configured_or_generated(d.path, "data file", lambda: generated_once(
+        f"fire-{d.num_areas}x{d.samples_per_area}-seed{d.seed}-{{version}}.h5",
+        cache_dir=d.cache_dir, generator_file=fire_data.__file__, make=make))
 
 
 def _channel_stats(path: str, streams: list[tuple[str, str]], windows: np.ndarray,
