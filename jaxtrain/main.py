@@ -48,10 +48,6 @@ def run(config, workdir: str, on_step=None) -> dict:
     d = config.distributed
     sharding.maybe_initialize_distributed(d.coordinator_address, d.num_processes,
                                           d.process_id, d.enabled)
-    # Compiled steps are cached on disk: a restart or a second run skips most compile time.
-    jax.config.update("jax_compilation_cache_dir",
-                      os.path.join(os.path.expanduser(config.data.cache_dir), "xla"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     if jax.process_index() == 0:
         writers.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
     try:
@@ -68,8 +64,15 @@ def main(argv: list[str]) -> None:
         fail(f"unexpected arguments: {' '.join(argv[1:])}")
     config = _CONFIG.value
     workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
+    import jax
+
     from jaxtrain.train import Interrupted
 
+    # Compiled steps are cached on disk: a restart or a second run skips most compile time.
+    # Set here, not in run(): a library call must not change the process's global JAX config.
+    jax.config.update("jax_compilation_cache_dir",
+                      os.path.join(os.path.expanduser(config.data.cache_dir), "xla"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     try:
         results = run(config, workdir)
     except Interrupted as e:
