@@ -51,6 +51,20 @@ def open_hdf5(path: str | os.PathLike, what: str = "data") -> h5py.File:
         raise ValueError(f"{path}: not a readable HDF5 file ({one_line(e)})") from None
 
 
+def str_list(value: object) -> list[str]:
+    """An HDF5 string attribute/dataset (bytes or str, scalar or array) as a list of str."""
+    items = np.atleast_1d(np.asarray(value, dtype=object)).tolist()
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in items]
+
+
+def check_format(f: h5py.File, path: str, expected: str) -> None:
+    """The file's root `format` attribute must name our layout; else a one-line error."""
+    fmt = f.attrs.get("format")
+    fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
+    if fmt != expected:
+        raise ValueError(f"{path}: root attribute 'format' is {fmt!r}, expected {expected!r}")
+
+
 def generated_once(name: str, *, cache_dir: str, generator_file: str,
                    make: Callable[[str], None], done: str = "") -> str:
     """Path of synthetic data made by `make(path)` once, then reused.

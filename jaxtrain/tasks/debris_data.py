@@ -55,7 +55,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from jaxtrain.data import one_line, open_hdf5
+from jaxtrain.data import check_format, one_line, open_hdf5, str_list
 
 Record = dict[str, np.ndarray]
 
@@ -525,11 +525,6 @@ class DebrisInfo:
         return self.pixel_counts["debris"] / max(labeled, 1)
 
 
-def _str_list(value: object) -> list[str]:
-    items = np.atleast_1d(np.asarray(value, dtype=object)).tolist()
-    return [v.decode() if isinstance(v, bytes) else str(v) for v in items]
-
-
 def read_debris_file(path: str | os.PathLike[str], *, scan: bool = True) -> DebrisInfo:
     """Opens and validates a debris file, patch by patch.
 
@@ -551,13 +546,10 @@ def _read_layout(f: h5py.File, path: str, scan: bool) -> DebrisInfo:
     def fail(what: str) -> ValueError:
         return ValueError(f"{path}: {what}")
 
-    fmt = f.attrs.get("format")
-    fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
-    if fmt != FORMAT:
-        raise fail(f"root attribute 'format' is {fmt!r}, expected {FORMAT!r}")
+    check_format(f, path, FORMAT)
     if "band_names" not in f.attrs:
         raise fail("missing root attribute 'band_names'")
-    bands = tuple(_str_list(f.attrs["band_names"]))
+    bands = tuple(str_list(f.attrs["band_names"]))
     if bands != BAND_NAMES:
         raise fail(f"root attribute 'band_names' is {list(bands)}, expected {list(BAND_NAMES)}")
     ds: dict[str, h5py.Dataset] = {}
@@ -588,7 +580,7 @@ def _read_layout(f: h5py.File, path: str, scan: bool) -> DebrisInfo:
                    f"expected ({n},) uint8")
     if ds["names"].shape != (n,):
         raise fail(f"/names: shape {ds['names'].shape}, expected ({n},)")
-    names = _str_list(ds["names"][:])
+    names = str_list(ds["names"][:])
     split = ds["split"][:]
     bad = (split < 0) | (split > 2)
     if bad.any():

@@ -29,7 +29,7 @@ from typing import NamedTuple
 import h5py
 import numpy as np
 
-from jaxtrain.data import one_line, open_hdf5
+from jaxtrain.data import check_format, one_line, open_hdf5, str_list
 
 FORMAT = "jaxtrain-fire-v1"
 SAMPLE_PERIOD_S = 60
@@ -468,11 +468,6 @@ class FireFile:
     seed: int | None  # generator seed; None for logs from a real deployment
 
 
-def _str_list(value: object) -> list[str]:
-    items = np.atleast_1d(np.asarray(value, dtype=object)).tolist()
-    return [v.decode() if isinstance(v, bytes) else str(v) for v in items]
-
-
 
 def read_fire_file(path: str | os.PathLike[str]) -> FireFile:
     """Open and validate a fire log chunk by chunk.
@@ -494,16 +489,13 @@ def _read_layout(f: h5py.File, path: str) -> FireFile:
     def fail(what: str) -> ValueError:
         return ValueError(f"{path}: {what}")
 
-    fmt = f.attrs.get("format")
-    fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
-    if fmt != FORMAT:
-        raise fail(f"root attribute 'format' is {fmt!r}, expected {FORMAT!r}")
+    check_format(f, path, FORMAT)
     names: dict[str, list[str]] = {}
     expected = {"channel_names": _C, "channel_units": _C, "class_names": len(CLASS_NAMES)}
     for key in ("channel_names", "channel_units", "class_names", "area_names"):
         if key not in f.attrs:
             raise fail(f"missing root attribute {key!r}")
-        names[key] = _str_list(f.attrs[key])
+        names[key] = str_list(f.attrs[key])
         if key in expected and len(names[key]) != expected[key]:
             raise fail(
                 f"root attribute {key!r} has {len(names[key])} entries, expected {expected[key]}"
