@@ -2,6 +2,7 @@
 
     python -m benchmarks.run --config=configs/fire.py [--steps=50] [--config.train.batch_size=..]
     python -m benchmarks.run --config=configs/fire.py --smoke     # a few steps, harness check
+    python -m benchmarks.run --config=configs/das.py:tcn --reference=torch --record
 
 Reports (one JSON line, appended to benchmarks/results.jsonl with --record): device, versions,
 compile time, train-step time (median/p10/p90 of steps after warm-up, `block_until_ready`,
@@ -9,6 +10,8 @@ inputs rotated over distinct device batches), samples/s in latency and throughpu
 XLA model FLOPs per sample and MFU against a bf16 matmul peak measured in the same run,
 peak device memory, the HDF5->grain input pipeline's samples/s, and the fraction of step time
 spent waiting for input in a real loop (BatchFeeder, as training uses it).
+With --reference=torch, the same model in PyTorch (benchmarks/torch_reference.py) is timed on
+the same batches in a subprocess of the same run, and the jaxtrain / PyTorch ratio recorded.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,14 +35,13 @@ from ml_collections import config_flags
 from jaxtrain import data as data_lib
 from jaxtrain import optim
 from jaxtrain import sharding as shd
-from jaxtrain.train_step import TrainState, create_sharded_state, make_train_step
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "System config.", lock_config=True)
-_STEPS = flags.DEFINE_integer("steps", 50, "Timed steps.")
-_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compile.")
-_SMOKE = flags.DEFINE_bool("smoke", False, "Tiny run to check the harness (few steps).")
-_RECORD = flags.DEFINE_bool("record", False, "Append the result to benchmarks/results.jsonl.")
-flags.mark_flag_as_required("config")
+from jaxtrain.train_step import (
+    TrainState,
+    create_sharded_state,
+    make_eval_step,
+    make_train_step,
+    rng_with_impl,
+)
 
 
 def matmul_peak_flops(n: int = 4096, repeats: int = 10) -> float:
@@ -55,6 +58,23 @@ def matmul_peak_flops(n: int = 4096, repeats: int = 10) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - t)
 
 
+def inference_latency_ms(task, mesh, state: TrainState, shardings: TrainState,
+                         repeats: int) -> float:
+    """Median latency of the jitted predict step on one validation record per device (the
+    seeds' "ms per tile"): whole eval records, e.g. a 256 x 256 debris patch, not crops."""
+    it = iter(data_lib.eval_dataset(task.val_source, global_batch_size=jax.device_count(),
+                                    mesh=mesh, transform=task.transform))
+    batch = shd.make_global_batch(next(it), mesh)
+    predict = make_eval_step(task.predict_fn, mesh, shardings)
+    jax.block_until_ready(predict(state, batch))
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(predict(state, batch))
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e3
+
+
 def benchmark(config, steps: int, warmup: int) -> dict:
     workdir = tempfile.mkdtemp(prefix="jaxtrain-bench-")
     task = importlib.import_module(f"jaxtrain.tasks.{config.task}").build(config, workdir)
@@ -64,7 +84,8 @@ def benchmark(config, steps: int, warmup: int) -> dict:
 
     def init_state() -> TrainState:
         params, model_state = task.init_fn(jax.random.key(0))
-        return TrainState.create(params, tx, rng=jax.random.key(1), model_state=model_state)
+        rng = rng_with_impl(jax.random.key(1), config.train.get("rng_impl", "threefry2x32"))
+        return TrainState.create(params, tx, rng=rng, model_state=model_state)
 
     state, shardings = create_sharded_state(init_state, mesh)
     step = make_train_step(task.loss_fn, tx, mesh, shardings, learning_rate_fn=schedule)
@@ -74,7 +95,8 @@ def benchmark(config, steps: int, warmup: int) -> dict:
                                      mesh=mesh, seed=0, num_epochs=1000,
                                      transform=task.transform,
                                      random_transform=task.random_transform))
-    batches = [shd.make_global_batch(next(it), mesh) for _ in range(4)]
+    host_batches = [next(it) for _ in range(4)]
+    batches = [shd.make_global_batch(b, mesh) for b in host_batches]
 
     t0 = time.perf_counter()
     lowered = step.lower(state, batches[0])
@@ -100,7 +122,7 @@ def benchmark(config, steps: int, warmup: int) -> dict:
     throughput_step = (time.perf_counter() - t) / steps
 
     # Input pipeline alone: HDF5 -> grain -> host batches.
-    n_in = max(steps // 2, 3)
+    n_in = max(steps, 10)
     t = time.perf_counter()
     for _ in range(n_in):
         next(it)
@@ -108,6 +130,7 @@ def benchmark(config, steps: int, warmup: int) -> dict:
 
     # Real loop: time blocked waiting for input, as a fraction of the step.
     feeder = data_lib.BatchFeeder(it, mesh)
+    state, m = step(state, next(feeder))  # the feeder's first fill is start-up, not steady state
     wait = 0.0
     t_loop = time.perf_counter()
     for _ in range(n_in):
@@ -118,12 +141,15 @@ def benchmark(config, steps: int, warmup: int) -> dict:
     jax.block_until_ready(m["loss"])
     loop_s = time.perf_counter() - t_loop
 
+    infer_ms = inference_latency_ms(task, mesh, state, shardings, repeats=max(steps, 5))
     peak = matmul_peak_flops()
     median = statistics.median(times)
     q = np.percentile(times, [10, 90])
     mem = jax.local_devices()[0].memory_stats() or {}
     return {
-        "system": config.task, "device": jax.devices()[0].device_kind,
+        "system": config.task, "model": config.model.get("name", config.task),
+        "params": sum(x.size for x in jax.tree.leaves(state.params)),
+        "device": jax.devices()[0].device_kind,
         "devices": jax.device_count(), "backend": jax.default_backend(),
         "jax": jax.__version__, "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d"), "batch_size": batch_size,
@@ -138,21 +164,81 @@ def benchmark(config, steps: int, warmup: int) -> dict:
         "peak_device_memory_mb": round(mem.get("peak_bytes_in_use", 0) / 2**20, 1) or None,
         "input_samples_per_s": round(input_sps, 1),
         "input_wait_fraction": round(wait / loop_s, 4),
+        "infer_ms_one_record_per_device": round(infer_ms, 2),
         "command": " ".join(sys.argv),
-    }
+    }, host_batches
+
+
+def reference_spec(config) -> dict:
+    """What torch_reference.py needs to build the same model, loss and optimizer."""
+    spec = {"task": config.task, "model": config.model.to_dict(),
+            "optim": config.optim.to_dict()}
+    if config.task == "fire":
+        spec.update(num_areas=config.data.num_areas, risk_weight=config.train.risk_weight)
+    if config.task == "debris":
+        spec["loss"] = config.loss.to_dict()
+    return json.loads(json.dumps(spec, default=list))  # tuples -> lists
+
+
+def run_reference(config, host_batches: list[dict], steps: int, warmup: int,
+                  compile_model: bool) -> dict:
+    """Times the PyTorch twin in a subprocess (its own allocator and threads), same batches."""
+    with tempfile.TemporaryDirectory(prefix="jaxtrain-ref-") as tmp:
+        spec_path, batch_path = os.path.join(tmp, "spec.json"), os.path.join(tmp, "b.npz")
+        with open(spec_path, "w") as f:
+            json.dump(reference_spec(config), f)
+        np.savez(batch_path, **{f"{k}_{i}": np.asarray(v) for i, b in enumerate(host_batches)
+                                for k, v in b.items()})
+        cmd = [sys.executable, "-m", "benchmarks.torch_reference", f"--spec={spec_path}",
+               f"--batches={batch_path}", f"--steps={steps}", f"--warmup={warmup}"]
+        if not compile_model:
+            cmd.append("--no_compile")
+        # A fresh inductor cache: torch.compile pays its full compile, as XLA does here.
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": os.path.join(tmp, "inductor")}
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if r.returncode != 0:
+        raise RuntimeError(f"PyTorch reference failed: {r.stderr.strip()[-2000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def define_flags() -> None:
+    """Command-line flags; defined by the script alone, so tests can import this module."""
+    config_flags.DEFINE_config_file("config", None, "System config.", lock_config=True)
+    flags.DEFINE_integer("steps", 50, "Timed steps.")
+    flags.DEFINE_integer("warmup", 3, "Untimed steps after compile.")
+    flags.DEFINE_bool("smoke", False, "Tiny run to check the harness (few steps).")
+    flags.DEFINE_bool("record", False, "Append the result to benchmarks/results.jsonl.")
+    flags.DEFINE_enum("reference", "", ["", "torch"],
+                      "Also time the PyTorch reference of the model, same batches.")
+    flags.DEFINE_bool("reference_compile", True, "torch.compile the reference (False: eager).")
+    flags.mark_flag_as_required("config")
 
 
 def main(argv: list[str]) -> None:
-    config = _CONFIG.value
-    steps, warmup = (_STEPS.value, _WARMUP.value) if not _SMOKE.value else (3, 1)
-    result = benchmark(config, steps, warmup)
+    f = flags.FLAGS
+    config = f.config
+    steps, warmup = (f.steps, f.warmup) if not f.smoke else (3, 1)
+    if f.reference:
+        # JAX would otherwise take 75% of GPU memory up front and starve the reference.
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    result, host_batches = benchmark(config, steps, warmup)
+    if f.reference:
+        ref = run_reference(config, host_batches, steps, warmup, f.reference_compile)
+        result["reference"] = ref
+        result["ratio_vs_torch"] = round(
+            result["samples_per_s_throughput"] / ref["samples_per_s_throughput"], 3)
+        if ref["trainable_params"] != result["params"]:
+            raise RuntimeError(f"PyTorch reference has {ref['trainable_params']:,} trainable "
+                               f"params, jaxtrain {result['params']:,}: not the same model")
     line = json.dumps(result)
     print(line)
-    if _RECORD.value:
+    if f.record:
         path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.jsonl")
-        with open(path, "a") as f:
-            f.write(line + "\n")
+        with open(path, "a") as out:
+            out.write(line + "\n")
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

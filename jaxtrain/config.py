@@ -19,6 +19,7 @@ def base_config() -> ConfigDict:
     c.train.epochs = 10
     c.train.compute_dtype = "auto"  # auto: bfloat16 on GPU/TPU, float32 on CPU
     c.train.log_every_s = 10.0
+    c.train.rng_impl = "rbg"  # dropout PRNG: rbg (XLA RngBitGenerator) | threefry2x32 | unsafe_rbg
 
     c.optim = ConfigDict()
     c.optim.learning_rate = 1e-3

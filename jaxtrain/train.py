@@ -26,7 +26,13 @@ from jaxtrain import optim, writers
 from jaxtrain import sharding as shd
 from jaxtrain.checkpoint import Checkpointer, abstract_like
 from jaxtrain.task import Task
-from jaxtrain.train_step import TrainState, create_sharded_state, make_eval_step, make_train_step
+from jaxtrain.train_step import (
+    TrainState,
+    create_sharded_state,
+    make_eval_step,
+    make_train_step,
+    rng_with_impl,
+)
 
 
 class Interrupted(Exception):
@@ -140,6 +146,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
     def init_state() -> TrainState:
         params_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
         params, model_state = task.init_fn(params_rng)
+        # Dropout masks from the configured PRNG ("rbg": XLA's RngBitGenerator, BUILD_NOTES).
+        dropout_rng = rng_with_impl(dropout_rng, config.train.get("rng_impl", "threefry2x32"))
         return TrainState.create(params, tx, rng=dropout_rng, model_state=model_state)
 
     state, state_shardings = create_sharded_state(init_state, mesh, config.mesh.fsdp_min_size)

@@ -36,14 +36,29 @@ class TrainState:
     opt_state: PyTree
     model_state: PyTree  # mutable collections, e.g. batch_stats
     rng: jax.Array  # raw uint32 key data (checkpoint-friendly); folded with step each step
+    rng_impl: str = flax.struct.field(pytree_node=False, default="threefry2x32")
 
     @classmethod
     def create(cls, params: PyTree, tx: optax.GradientTransformation, *, rng: jax.Array,
                model_state: PyTree | None = None) -> TrainState:
+        """`rng`: a typed key (its impl, e.g. "rbg", is kept) or raw threefry key data."""
+        typed = jnp.issubdtype(rng.dtype, jax.dtypes.prng_key)
         return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                    model_state=model_state if model_state is not None else {},
-                   rng=jax.random.key_data(rng) if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key)
-                   else rng)
+                   rng=jax.random.key_data(rng) if typed else rng,
+                   rng_impl=str(jax.random.key_impl(rng)) if typed else "threefry2x32")
+
+    def step_key(self) -> jax.Array:
+        """This step's dropout/augmentation key: the run's key folded with the step."""
+        return jax.random.fold_in(jax.random.wrap_key_data(self.rng, impl=self.rng_impl),
+                                  self.step)
+
+
+def rng_with_impl(key: jax.Array, impl: str) -> jax.Array:
+    """`key` itself if it already is of `impl`, else a key of `impl` seeded from it."""
+    if str(jax.random.key_impl(key)) == impl:
+        return key
+    return jax.random.key(jax.random.bits(key, (), jnp.uint32), impl=impl)
 
 
 def state_sharding(state: TrainState, mesh: Mesh, fsdp_min_size: int = 2**18) -> TrainState:
@@ -70,7 +85,7 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, mesh: Mes
     """
 
     def train_step(state: TrainState, batch: PyTree) -> tuple[TrainState, dict]:
-        rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+        rng = state.step_key()
 
         def compute_loss(params):
             return loss_fn(params, state.model_state, batch, rng)

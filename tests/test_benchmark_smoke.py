@@ -17,7 +17,8 @@ def test_benchmark_smoke(cache_dir):
     assert r.returncode == 0, r.stderr[-2000:]
     result = json.loads(r.stdout.strip().splitlines()[-1])
     for key in ("compile_s", "step_ms_p50", "samples_per_s_throughput", "xla_flops_per_sample",
-                "mfu_vs_matmul_peak", "input_samples_per_s", "input_wait_fraction"):
+                "mfu_vs_matmul_peak", "input_samples_per_s", "input_wait_fraction",
+                "infer_ms_one_record_per_device"):
         assert result[key] is not None and result[key] >= 0, key
     assert result["xla_flops_per_sample"] > 0
     assert 0 <= result["input_wait_fraction"] <= 1

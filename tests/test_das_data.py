@@ -6,6 +6,8 @@ import pickle
 import shutil
 
 import h5py
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -14,6 +16,7 @@ from jaxtrain.tasks.das_data import (
     LAYOUTS,
     DASLayout,
     augment,
+    augment_batch,
     build_window_index,
     generate,
     load_labels,
@@ -306,29 +309,37 @@ def test_normalize_per_channel_is_safe_for_dead_channels():
     assert not y[0, 2].any() and not y[1, 4].any()
 
 
-def test_augment():
+def _augmented(where: str, x: np.ndarray, seed: int, n: int = 20, **kw) -> np.ndarray:
+    """n augmented copies of window x: host (`augment`, one rng per copy) or device (one
+    `augment_batch` call on n stacked copies, one key)."""
+    if where == "host":
+        return np.stack([augment(x, np.random.default_rng(seed * 1000 + i), **kw)
+                         for i in range(n)])
+    return np.asarray(augment_batch(jnp.asarray(np.stack([x] * n)), jax.random.key(seed), **kw))
+
+
+@pytest.mark.parametrize("where", ["host", "device"])
+def test_augment_host_and_device(where):
     x = np.zeros((3, 400), np.float32)
     x[0, 200] = 1.0  # an impulse
     x[1] = np.arange(1, 401)  # a ramp: nonzero everywhere, so wrapping would show
-    out = augment(x, np.random.default_rng(5))
-    again = augment(x, np.random.default_rng(5))
-    np.testing.assert_array_equal(out, again)  # seeded
-    peak = int(np.argmax(out[0]))
-    assert abs(peak - 200) <= 50 and 0.85 <= out[0, peak] <= 1.15
-    assert not out[2].any()  # noise is relative to each channel's std
+    out = _augmented(where, x, 5)
+    np.testing.assert_array_equal(out, _augmented(where, x, 5))  # seeded
+    for w in out:
+        peak = int(np.argmax(w[0]))
+        assert abs(peak - 200) <= 50 and 0.85 <= w[0, peak] <= 1.15
+        assert not w[2].any()  # noise is relative to each channel's std
     shifts = set()
-    for seed in range(20):  # shifts pad with zeros instead of wrapping the tail around
-        y = augment(x, np.random.default_rng(seed), noise=0.0, scale=(1.0, 1.0))
-        s = int(np.argmax(y[0])) - 200
+    for w in _augmented(where, x, 0, noise=0.0, scale=(1.0, 1.0)):
+        s = int(np.argmax(w[0])) - 200  # shifts pad with zeros instead of wrapping around
         shifts.add(s)
-        assert -50 <= s <= 50 and y[0].sum() == 1.0
+        assert -50 <= s <= 50 and w[0].sum() == 1.0
         t = np.arange(400)
         pad = (t < s) | (t >= 400 + s)
-        assert not y[1][pad].any()
-        np.testing.assert_array_equal(y[1][~pad], x[1][(t - s)[~pad]])
-    assert len(shifts) > 5
-    y = augment(x, np.random.default_rng(0), noise=0.0, max_shift=0)
-    ratio = y[0, 200] / x[0, 200]
-    assert 0.9 <= ratio <= 1.1
+        assert not w[1][pad].any()
+        np.testing.assert_array_equal(w[1][~pad], x[1][(t - s)[~pad]])
+    assert len(shifts) > 5  # a different shift per window
+    ratios = _augmented(where, x, 0, noise=0.0, max_shift=0)[:, 0, 200] / x[0, 200]
+    assert np.all((ratios >= 0.9) & (ratios <= 1.1)) and ratios.std() > 0
     with pytest.raises(ValueError):
-        augment(x[None], np.random.default_rng(0))
+        _augmented(where, x[None] if where == "host" else x[None, None], 0)

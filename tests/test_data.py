@@ -24,9 +24,9 @@ def h5(tmp_path_factory):
     return path
 
 
-def _source(path, windows, length=10):
+def _source(path, windows, length=10, **kwargs):
     return HDF5WindowSource([(path, "s0"), (path, "s1")], windows, length,
-                            window_fields={"x": "x"}, point_fields={"y": "y"})
+                            window_fields={"x": "x"}, point_fields={"y": "y"}, **kwargs)
 
 
 def test_window_content_and_pickling(h5):
@@ -37,8 +37,25 @@ def test_window_content_and_pickling(h5):
         assert r["y"] == f["s1/y"][499]
     assert r["stream"] == 1
     clone = pickle.loads(pickle.dumps(src))  # what grain does to reach a worker process
-    assert clone._files == {}
+    assert clone._files == {} and clone._arrays == {}
     np.testing.assert_array_equal(clone[0]["x"], src[0]["x"])
+
+
+@pytest.mark.parametrize("budget", [0, 6_000, 2**30])  # none, s0's x only, everything in RAM
+def test_in_memory_budget_changes_speed_not_records(h5, budget):
+    windows = np.array([[0, 9], [1, 499], [0, 250], [1, 100]])
+    src, lazy = _source(h5, windows, in_memory_bytes=budget), _source(h5, windows,
+                                                                     in_memory_bytes=0)
+    for i in range(len(windows)):
+        a, b = src[i], lazy[i]
+        assert a.keys() == b.keys()
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
+    assert src._loaded_bytes <= budget
+    in_ram = sum(isinstance(v, np.ndarray) for v in src._arrays.values())
+    assert in_ram == {0: 0, 6_000: 1, 2**30: 4}[budget]  # x is 6,000 bytes, y 500
+    src[0]["x"][:] = -1  # a record is a copy: changing it never changes the cached series
+    assert src[0]["x"][0, 0] == 0
 
 
 def test_split_has_no_overlapping_windows_and_is_stratified():

@@ -17,7 +17,7 @@ from jaxtrain.models.fire_transformer import FireTransformer
 from tests.fire_test_config import ROOT
 
 
-def _fire_setup(mesh, dtype=jnp.float32):
+def _fire_setup(mesh, dtype=jnp.float32, rng_impl="threefry2x32"):
     model = FireTransformer(d_model=32, d_ff=64, num_heads=2, num_layers=2, dropout=0.1,
                             dtype=dtype)
     # SGD, not Adam: Adam turns float noise in exactly-zero gradients (attention key biases)
@@ -34,7 +34,7 @@ def _fire_setup(mesh, dtype=jnp.float32):
     def init():
         x = jnp.zeros((1, 60, 6))
         params = model.init(jax.random.key(0), x, jnp.zeros((1,), jnp.int32))["params"]
-        return train_step.TrainState.create(params, tx, rng=jax.random.key(1))
+        return train_step.TrainState.create(params, tx, rng=jax.random.key(1, impl=rng_impl))
 
     state, shardings = train_step.create_sharded_state(init, mesh, fsdp_min_size=1024)
     return state, train_step.make_train_step(loss_fn, tx, mesh, shardings)
@@ -47,8 +47,8 @@ def _batches(n, batch=32):
              "label": rng.integers(0, 3, batch).astype(np.int32)} for _ in range(n)]
 
 
-def _train(mesh, batches, dtype=jnp.float32):
-    state, step = _fire_setup(mesh, dtype)
+def _train(mesh, batches, dtype=jnp.float32, rng_impl="threefry2x32"):
+    state, step = _fire_setup(mesh, dtype, rng_impl)
     losses = []
     for b in batches:
         state, m = step(state, sharding.make_global_batch(b, mesh))
@@ -56,14 +56,17 @@ def _train(mesh, batches, dtype=jnp.float32):
     return np.array(losses), jax.device_get(state.params)
 
 
-@pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-5), (jnp.bfloat16, 1e-2)])
-def test_sharded_step_matches_single_device(dtype, tol):
+@pytest.mark.parametrize("dtype,tol,rng_impl", [(jnp.float32, 1e-5, "rbg"),
+                                                (jnp.float32, 1e-5, "threefry2x32"),
+                                                (jnp.bfloat16, 1e-2, "rbg")])
+def test_sharded_step_matches_single_device(dtype, tol, rng_impl):
+    """Dropout masks too: the same key gives the same masks whatever the device count."""
     assert jax.device_count() == 8
     batches = _batches(3)
     one = sharding.make_mesh(devices=jax.devices()[:1])
     eight = sharding.make_mesh()
-    l1, p1 = _train(one, batches, dtype)
-    l8, p8 = _train(eight, batches, dtype)
+    l1, p1 = _train(one, batches, dtype, rng_impl)
+    l8, p8 = _train(eight, batches, dtype, rng_impl)
     np.testing.assert_allclose(l8, l1, rtol=tol, atol=tol)
     for a, b in zip(jax.tree.leaves(p8), jax.tree.leaves(p1), strict=True):
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol)

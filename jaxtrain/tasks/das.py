@@ -164,9 +164,15 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
     def transform(r: dict) -> dict:  # "start" (int64) is for inference output, not the model
         return {"x": r["x"], "label": r["label"], "file": r["file"]}
 
+    # Augment on the device on GPU/TPU (frees the input pipeline), on the host on CPU (XLA's
+    # Gaussian draws cost more there than numpy's); measured in BUILD_NOTES.
+    where = aug.get("where", "auto")
+    if where not in ("auto", "device", "host"):
+        raise ValueError(f"augment.where must be auto, device or host, got {where!r}")
+    on_device = aug.enabled and (where == "device" or (
+        where == "auto" and jax.default_backend() != "cpu"))
+
     def random_transform(r: dict, rng: np.random.Generator) -> dict:
-        if not aug.enabled:
-            return r
         x = das_data.augment(r["x"], rng, noise=aug.noise, scale=tuple(aug.scale),
                              max_shift=aug.max_shift)
         return {**r, "x": x}
@@ -176,7 +182,12 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
         return model.init({"params": rng}, x)["params"], {}
 
     def loss_fn(params, model_state, batch, rng):
-        logits = model.apply({"params": params}, batch["x"], train=True, rngs={"dropout": rng})
+        aug_rng, dropout_rng = jax.random.split(rng)
+        x = batch["x"]
+        if on_device:
+            x = das_data.augment_batch(x, aug_rng, noise=aug.noise, scale=tuple(aug.scale),
+                                       max_shift=aug.max_shift)
+        logits = model.apply({"params": params}, x, train=True, rngs={"dropout": dropout_rng})
         ce = losses.softmax_cross_entropy(logits, batch["label"], class_weights=cw,
                                           label_smoothing=t.label_smoothing)
         acc = jnp.mean(logits.argmax(-1) == batch["label"])
@@ -200,7 +211,8 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
 
     return Task(train_source=train_src, val_source=val_src, test_source=test_src,
                 init_fn=init_fn, loss_fn=loss_fn, predict_fn=predict_fn, evaluate=evaluate,
-                transform=transform, random_transform=random_transform, on_test=on_test,
+                transform=transform, on_test=on_test,
+                random_transform=random_transform if aug.enabled and not on_device else None,
                 info={"headline": ["file_accuracy", "file_macro_f1", "accuracy", "macro_f1",
                                    "roc_auc_ovr"],
                       "model": config.model.name,

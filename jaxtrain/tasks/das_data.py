@@ -39,7 +39,8 @@ channels. Traffic rumble overlaps the blast band but moves at road speed, not se
 Reading real data: `open_recording(path, layout)` validates the file and returns a `Recording`
 that reads ``(channels, time)`` float32 windows lazily; `build_window_index` lists the sliding
 windows of many files once and caches the list; `split_files_stratified` assigns whole files
-to splits; `normalize_per_channel` and `augment` are the per-window transforms.
+to splits; `normalize_per_channel` and `augment` (host, per window) and `augment_batch`
+(device, in the train step) are the transforms.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import h5py
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxtrain.data import one_line, open_hdf5
@@ -734,7 +737,9 @@ def normalize_per_channel(x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
 
 def augment(x: np.ndarray, rng: np.random.Generator, *, noise: float = 0.05,
             scale: tuple[float, float] = (0.9, 1.1), max_shift: int = 50) -> np.ndarray:
-    """Training-only augmentation of one (channels, time) window; returns a new float32 array.
+    """Training-only augmentation of one (channels, time) window on the host (numpy).
+
+    The host path: `augment_batch` does the same to a whole batch inside the train step.
 
     Time shift by an integer in [-max_shift, max_shift] with zero padding (not a roll: wrapping
     would move the window's tail to its start and fake an arrival there; zero is the mean of a
@@ -756,6 +761,35 @@ def augment(x: np.ndarray, rng: np.random.Generator, *, noise: float = 0.05,
         std = out.std(axis=1, keepdims=True)
         out += (rng.standard_normal(out.shape) * (noise * std)).astype(np.float32)
     return out
+
+
+def augment_batch(x: jax.Array, key: jax.Array, *, noise: float = 0.05,
+                  scale: tuple[float, float] = (0.9, 1.1), max_shift: int = 50) -> jax.Array:
+    """`augment` for a (batch, channels, time) batch, on the device (in the train step).
+
+    Per window: a time shift by an integer in [-max_shift, max_shift] with zero padding (not
+    a roll: wrapping would move the window's tail to its start and fake an arrival there;
+    zero is the mean of a normalized channel); one amplitude factor in `scale`; Gaussian noise
+    of `noise` times each channel's std (dead channels stay flat, as in real data).
+    Why both: on a GPU this takes the host's costliest per-window work off the input
+    pipeline; on a CPU XLA's Gaussian draws cost more than numpy's (BUILD_NOTES).
+    """
+    if x.ndim != 3:
+        raise ValueError(f"augment_batch expects (batch, channels, time), got shape {x.shape}")
+    b, _, t = x.shape
+    k_shift, k_scale, k_noise = jax.random.split(key, 3)
+    limit = min(max_shift, t - 1)
+    if limit > 0:
+        shift = jax.random.randint(k_shift, (b,), -limit, limit + 1)
+        padded = jnp.pad(x, ((0, 0), (0, 0), (limit, limit)))
+        # out[j] = x[j - shift]: a slice of the padded window starting at limit - shift.
+        x = jax.vmap(lambda w, s: jax.lax.dynamic_slice_in_dim(w, limit - s, t, axis=1))(
+            padded, shift)
+    x = x * jax.random.uniform(k_scale, (b, 1, 1), x.dtype, scale[0], scale[1])
+    if noise > 0:
+        std = x.std(axis=2, keepdims=True)
+        x = x + jax.random.normal(k_noise, x.shape, x.dtype) * (noise * std)
+    return x
 
 
 # ----------------------------------------------------------------------------- window labels

@@ -1,0 +1,54 @@
+"""Markdown table of benchmark JSON lines (benchmarks.run output), for RESULTS.md.
+
+    python -m benchmarks.report [benchmarks/results.jsonl] [--device=SUBSTRING]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+COLUMNS = ("system", "params", "batch", "compile s (jax / torch)", "step ms p50 (p10-p90)",
+           "samples/s", "PyTorch samples/s", "jaxtrain / PyTorch", "XLA GFLOP/sample",
+           "MFU", "input samples/s", "input wait", "infer ms/record", "peak MB")
+
+
+def row(r: dict) -> str:
+    ref = r.get("reference") or {}
+    name = r["system"] if r.get("model") in (None, r["system"]) else f"{r['system']} {r['model']}"
+    cells = [
+        name, f"{r['params']:,}" if "params" in r else "-", str(r["batch_size"]),
+        f"{r['compile_s']:.1f} / {ref['compile_s']:.1f}" if ref else f"{r['compile_s']:.1f}",
+        f"{r['step_ms_p50']:.1f} ({r['step_ms_p10']:.1f}-{r['step_ms_p90']:.1f})",
+        f"{r['samples_per_s_throughput']:,.0f}",
+        f"{ref['samples_per_s_throughput']:,.0f}" if ref else "-",
+        f"{r['ratio_vs_torch']:.2f}" if "ratio_vs_torch" in r else "-",
+        f"{r['xla_flops_per_sample'] / 1e9:.3f}", f"{100 * r['mfu_vs_matmul_peak']:.0f}%",
+        f"{r['input_samples_per_s']:,.0f}", f"{100 * r['input_wait_fraction']:.0f}%",
+        f"{r['infer_ms_one_record_per_device']:.1f}" if "infer_ms_one_record_per_device" in r
+        else "-",
+        f"{r['peak_device_memory_mb']:,.0f}" if r.get("peak_device_memory_mb") else "-",
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def table(lines: list[dict]) -> str:
+    head = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS)
+    return "\n".join([head, *(row(r) for r in lines)])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("path", nargs="?",
+                   default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                        "results.jsonl"))
+    p.add_argument("--device", default="", help="only lines whose device contains this")
+    args = p.parse_args()
+    with open(args.path) as f:
+        lines = [json.loads(x) for x in f if x.strip()]
+    print(table([r for r in lines if args.device.lower() in r["device"].lower()]))
+
+
+if __name__ == "__main__":
+    main()

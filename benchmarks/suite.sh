@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Every system's benchmark, jaxtrain beside its PyTorch reference, one JSON line each appended
+# to benchmarks/results.jsonl. Batch sizes are the GPU benchmark sizes (they fill an H100; the
+# CPU rows of RESULTS.md use the configs' own batches: `SUITE_CPU=1 bash benchmarks/suite.sh`).
+#   bash benchmarks/suite.sh [extra flags for every run, e.g. --steps=20]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python}
+if [[ -n "${SUITE_CPU:-}" ]]; then
+  runs=(
+    "configs/fire.py"
+    "configs/das.py:tcn"
+    "configs/das.py:bilstm"
+    "configs/das.py:transformer"
+    "configs/debris.py"
+    "configs/debris.py --config.model.base_width=64 --config.train.batch_size=4"
+  )
+else
+  runs=(
+    "configs/fire.py --config.train.batch_size=4096"
+    "configs/das.py:tcn --config.train.batch_size=512"
+    "configs/das.py:bilstm --config.train.batch_size=512"
+    "configs/das.py:transformer --config.train.batch_size=512"
+    "configs/debris.py:seed --config.train.batch_size=32 --config.data.num_patches=200"
+  )
+fi
+for run in "${runs[@]}"; do
+  echo "== $run" >&2
+  # shellcheck disable=SC2086  # each run is a config plus its own flags
+  "$PY" -m benchmarks.run --config=$run --reference=torch --record "$@"
+done
