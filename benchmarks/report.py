@@ -33,9 +33,26 @@ def row(r: dict) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+INPUT_COLUMNS = ("system", "batch", "workers", "read threads", "host CPUs", "samples/s",
+                 "command")
+
+
+def input_row(r: dict) -> str:
+    cells = [r["system"], str(r["batch_size"]), str(r["worker_count"]), str(r["read_threads"]),
+             str(r["cpu_count"]), f"{r['input_samples_per_s']:,.0f}",
+             f"`{r['command'].split('run.py ', 1)[-1]}`"]
+    return "| " + " | ".join(cells) + " |"
+
+
 def table(lines: list[dict]) -> str:
-    head = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS)
-    return "\n".join([head, *(row(r) for r in lines)])
+    """The train-step table, then (if any) the input-only table."""
+    out = []
+    for cols, fmt, rows in ((COLUMNS, row, [r for r in lines if not r.get("input_only")]),
+                            (INPUT_COLUMNS, input_row, [r for r in lines if r.get("input_only")])):
+        if rows:
+            out += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols),
+                    *(fmt(r) for r in rows), ""]
+    return "\n".join(out).rstrip()
 
 
 def main() -> None:
@@ -47,7 +64,7 @@ def main() -> None:
     args = p.parse_args()
     with open(args.path) as f:
         lines = [json.loads(x) for x in f if x.strip()]
-    print(table([r for r in lines if args.device.lower() in r["device"].lower()]))
+    print(table([r for r in lines if args.device.lower() in r.get("device", "cpu").lower()]))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
     python -m benchmarks.run --config=configs/fire.py [--steps=50] [--config.train.batch_size=..]
     python -m benchmarks.run --config=configs/fire.py --smoke     # a few steps, harness check
     python -m benchmarks.run --config=configs/das.py:tcn --reference=torch --record
+    python -m benchmarks.run --config=configs/fire.py --input_only --steps=20  # pipeline alone
 
 Reports (one JSON line, appended to benchmarks/results.jsonl with --record): device, versions,
 compile time, train-step time (median/p10/p90 of steps after warm-up, `block_until_ready`,
@@ -63,7 +64,8 @@ def inference_latency_ms(task, mesh, state: TrainState, shardings: TrainState,
     """Median latency of the jitted predict step on one validation record per device (the
     seeds' "ms per tile"): whole eval records, e.g. a 256 x 256 debris patch, not crops."""
     it = iter(data_lib.eval_dataset(task.val_source, global_batch_size=jax.device_count(),
-                                    mesh=mesh, transform=task.transform))
+                                    mesh=mesh, transform=task.transform,
+                                    batch_transform=task.batch_transform))
     batch = shd.make_global_batch(next(it), mesh)
     predict = make_eval_step(task.predict_fn, mesh, shardings)
     jax.block_until_ready(predict(state, batch))
@@ -75,9 +77,38 @@ def inference_latency_ms(task, mesh, state: TrainState, shardings: TrainState,
     return statistics.median(times) * 1e3
 
 
-def benchmark(config, steps: int, warmup: int) -> dict:
+def build_task(config):
     workdir = tempfile.mkdtemp(prefix="jaxtrain-bench-")
-    task = importlib.import_module(f"jaxtrain.tasks.{config.task}").build(config, workdir)
+    return importlib.import_module(f"jaxtrain.tasks.{config.task}").build(config, workdir)
+
+
+def train_iterator(task, config, mesh):
+    """The training input pipeline exactly as train.py builds it (workers, threads)."""
+    return iter(data_lib.train_dataset(
+        task.train_source, global_batch_size=config.train.batch_size, mesh=mesh, seed=0,
+        num_epochs=1000, transform=task.transform, random_transform=task.random_transform,
+        batch_transform=task.batch_transform, worker_count=config.data.worker_count,
+        read_threads=config.data.read_threads))
+
+
+def input_benchmark(config, batches: int) -> dict:
+    """The HDF5 -> grain pipeline alone, no model: what this host can feed a device."""
+    task, mesh = build_task(config), shd.make_mesh(config.mesh.fsdp)
+    it = train_iterator(task, config, mesh)
+    next(it)  # start-up (workers, first reads) is not the steady rate
+    t = time.perf_counter()
+    for _ in range(batches):
+        next(it)
+    rate = batches * config.train.batch_size / (time.perf_counter() - t)
+    return {"system": config.task, "model": config.model.get("name", config.task),
+            "input_only": True, "batch_size": config.train.batch_size,
+            "worker_count": config.data.worker_count, "read_threads": config.data.read_threads,
+            "cpu_count": os.cpu_count(), "input_samples_per_s": round(rate, 1),
+            "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv)}
+
+
+def benchmark(config, steps: int, warmup: int) -> dict:
+    task = build_task(config)
     mesh = shd.make_mesh(config.mesh.fsdp)
     batch_size = config.train.batch_size
     tx, schedule = optim.make_optimizer(config.optim, 100, 10_000)
@@ -91,10 +122,7 @@ def benchmark(config, steps: int, warmup: int) -> dict:
     step = make_train_step(task.loss_fn, tx, mesh, shardings, learning_rate_fn=schedule)
 
     # Distinct device batches, rotated, so no cached identical input flatters the step.
-    it = iter(data_lib.train_dataset(task.train_source, global_batch_size=batch_size,
-                                     mesh=mesh, seed=0, num_epochs=1000,
-                                     transform=task.transform,
-                                     random_transform=task.random_transform))
+    it = train_iterator(task, config, mesh)
     host_batches = [next(it) for _ in range(4)]
     batches = [shd.make_global_batch(b, mesh) for b in host_batches]
 
@@ -212,6 +240,7 @@ def define_flags() -> None:
     flags.DEFINE_enum("reference", "", ["", "torch"],
                       "Also time the PyTorch reference of the model, same batches.")
     flags.DEFINE_bool("reference_compile", True, "torch.compile the reference (False: eager).")
+    flags.DEFINE_bool("input_only", False, "Time the input pipeline alone (--steps batches).")
     flags.mark_flag_as_required("config")
 
 
@@ -219,6 +248,8 @@ def main(argv: list[str]) -> None:
     f = flags.FLAGS
     config = f.config
     steps, warmup = (f.steps, f.warmup) if not f.smoke else (3, 1)
+    if f.input_only:
+        return _emit(input_benchmark(config, steps), f.record)
     if f.reference:
         # JAX would otherwise take 75% of GPU memory up front and starve the reference.
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -231,9 +262,13 @@ def main(argv: list[str]) -> None:
         if ref["trainable_params"] != result["params"]:
             raise RuntimeError(f"PyTorch reference has {ref['trainable_params']:,} trainable "
                                f"params, jaxtrain {result['params']:,}: not the same model")
+    _emit(result, f.record)
+
+
+def _emit(result: dict, record: bool) -> None:
     line = json.dumps(result)
     print(line)
-    if f.record:
+    if record:
         path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.jsonl")
         with open(path, "a") as out:
             out.write(line + "\n")

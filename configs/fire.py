@@ -27,6 +27,8 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.data.eval_stride = 8
     c.data.normalization = "robust"  # median/IQR + asinh tails ("zscore": mean/std)
     c.data.diff_lags = (5, 15)  # extra input channels: change over 5 and 15 minutes (() = off)
+    c.data.in_memory_gib = 1.0  # per reading process: series held in RAM (rest read lazily)
+    c.data.normalize_in = "auto"  # auto: inside the train step on GPU/TPU, on the host on CPU
 
     c.model = ConfigDict(dict(d_model=128, num_heads=4, num_layers=3, d_ff=512, dropout=0.1))
 

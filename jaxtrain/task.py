@@ -43,6 +43,7 @@ class Task:
     evaluate: Callable[[dict[str, np.ndarray]], tuple[dict[str, float], dict[str, Any]]]
     transform: Callable[[Record], Record] | None = None
     random_transform: Callable[[Record, np.random.Generator], Record] | None = None
+    batch_transform: Callable[[Record], Record] | None = None  # on whole host batches
     baseline: Callable[[], dict[str, Any]] | None = None
     on_test: Callable[[dict[str, float], dict[str, Any]], dict[str, Any]] | None = None
     evaluate_test: Callable[[dict[str, np.ndarray], dict[str, np.ndarray]],

@@ -108,6 +108,7 @@ def predict_split(eval_step: Any, state: TrainState, task: Task, source: Any,
     """The concatenated `predict_fn` outputs of one pass over `source`, padding dropped."""
     it = data_lib.eval_dataset(source, global_batch_size=config.train.eval_batch_size,
                                mesh=mesh, transform=task.transform,
+                               batch_transform=task.batch_transform,
                                read_threads=config.data.read_threads)
     chunks: list[dict[str, np.ndarray]] = []
     for batch in data_lib.BatchFeeder(iter(it), mesh):
@@ -161,7 +162,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
     train_it = iter(data_lib.train_dataset(
         task.train_source, global_batch_size=batch_size, mesh=mesh, seed=config.seed,
         num_epochs=config.train.epochs + 1, transform=task.transform,
-        random_transform=task.random_transform, worker_count=config.data.worker_count,
+        random_transform=task.random_transform, batch_transform=task.batch_transform,
+        worker_count=config.data.worker_count,
         read_threads=config.data.read_threads))
     feeder = data_lib.BatchFeeder(train_it, mesh)
 

@@ -6,13 +6,15 @@ import sys
 
 from tests.fire_test_config import ROOT
 
+TINY_FIRE = ["--config=configs/fire.py", "--config.data.samples_per_area=3000",
+             "--config.data.blocks_per_area=6", "--config.model.num_layers=1",
+             "--config.model.d_model=32", "--config.model.d_ff=64", "--config.train.batch_size=32"]
+
 
 def test_benchmark_smoke(cache_dir):
     r = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--config=configs/fire.py", "--smoke",
-         f"--config.data.cache_dir={cache_dir}", "--config.data.samples_per_area=3000",
-         "--config.data.blocks_per_area=6", "--config.model.num_layers=1",
-         "--config.model.d_model=32", "--config.model.d_ff=64", "--config.train.batch_size=32"],
+        [sys.executable, "-m", "benchmarks.run", "--smoke", *TINY_FIRE,
+         f"--config.data.cache_dir={cache_dir}"],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     result = json.loads(r.stdout.strip().splitlines()[-1])
@@ -22,3 +24,14 @@ def test_benchmark_smoke(cache_dir):
         assert result[key] is not None and result[key] >= 0, key
     assert result["xla_flops_per_sample"] > 0
     assert 0 <= result["input_wait_fraction"] <= 1
+
+
+def test_input_only_benchmark(cache_dir):
+    r = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--input_only", "--steps=5", *TINY_FIRE,
+         f"--config.data.cache_dir={cache_dir}", "--config.data.normalize_in=step"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert result["input_only"] and result["batch_size"] == 32
+    assert result["input_samples_per_s"] > 0

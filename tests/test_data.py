@@ -58,6 +58,40 @@ def test_in_memory_budget_changes_speed_not_records(h5, budget):
     assert src[0]["x"][0, 0] == 0
 
 
+@pytest.mark.parametrize("budget", [0, 2**30])  # lazy h5py reads, series in RAM
+def test_batched_reads_give_the_per_record_records(h5, budget):
+    """`read_batch` (one gather per batch, numpy shuffle) is an optimization: the same
+    records with the same keys and dtypes, each once per epoch; eval in the same order."""
+    rng = np.random.default_rng(0)
+    windows = np.stack([rng.integers(0, 2, 96), rng.choice(np.arange(9, 500), 96, False)], 1)
+    src = _source(h5, windows, in_memory_bytes=budget)
+    kw = dict(global_batch_size=16, mesh=sharding.make_mesh(), seed=3, num_epochs=2)
+    per_record = list(train_dataset(src, **kw, transform=lambda r: r))
+    batched = list(train_dataset(src, **kw))
+    assert len(batched) == len(per_record) == 2 * 96 // 16
+    for a, b in zip(batched, per_record, strict=True):
+        assert a.keys() == b.keys()
+        assert all(a[k].dtype == b[k].dtype and a[k].shape == b[k].shape for k in a)
+    ids = [np.concatenate([b["x"][:, -1, 0] + 1e6 * b["stream"] for b in run])
+           for run in (batched, per_record)]
+    for epoch in range(2):  # the same 96 windows each epoch, in another order
+        part = slice(96 * epoch, 96 * (epoch + 1))
+        assert sorted(ids[0][part]) == sorted(ids[1][part]) and len(set(ids[0][part])) == 96
+    for b in batched:  # every row is exactly the record it claims to be
+        for row in range(16):
+            i = np.flatnonzero((windows[:, 0] == b["stream"][row])
+                               & (windows[:, 1] * 3 + 10_000 * b["stream"][row]
+                                  == b["x"][row, -1, 0]))
+            r = src[int(i[0])]
+            np.testing.assert_array_equal(b["x"][row], r["x"])
+            assert b["y"][row] == r["y"]
+    kw.pop("seed"), kw.pop("num_epochs")
+    for a, b in zip(eval_dataset(src, **kw), eval_dataset(src, **kw, transform=lambda r: r),
+                    strict=True):
+        for k in ("x", "y", "stream", "valid"):
+            np.testing.assert_array_equal(a[k], b[k])
+
+
 def test_split_has_no_overlapping_windows_and_is_stratified():
     length = 20
     keys = [np.zeros(1000, np.int8), np.zeros(1000, np.int8)]

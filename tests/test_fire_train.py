@@ -13,6 +13,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from jaxtrain import main
+from jaxtrain.tasks import fire
 from tests.fire_test_config import ROOT, tiny_fire_config
 
 
@@ -143,3 +144,39 @@ def test_early_stopping_and_reduce_on_plateau(tmp_path, cache_dir):
     assert [float(r["lr_scale"]) for r in history] == [1.0, 1.0, 0.5]
     best = {int(r["step"]): float(r["val/macro_f1"]) for r in history}
     assert best[results["best_step"]] == max(best.values())  # tested: the best, not the last
+
+
+def test_normalize_a_batch_as_each_window():
+    """fire's batch_transform normalizes whole batches; each row must equal its own window."""
+    x = (np.random.default_rng(0).normal(size=(5, 60, 6)) * 10).astype(np.float32)
+    center, scale = np.ones(6, np.float32), np.full(6, 2.0, np.float32)
+    batch = fire.normalize(x, center, scale, "robust", (5, 15))
+    assert batch.shape == (5, 60, 18) and batch.dtype == np.float32
+    for i in range(5):
+        np.testing.assert_array_equal(batch[i], fire.normalize(x[i], center, scale, "robust",
+                                                               (5, 15)))
+    z = (x[0] - center) / scale
+    np.testing.assert_allclose(batch[0, 20, 6:12], np.arcsinh(z[20] - z[15]), rtol=1e-6)
+    assert not batch[0, :5, 6:12].any()  # no reading 5 minutes back yet
+    inside_step = jax.jit(lambda v: fire.normalize(v, center, scale, "robust", (5, 15)))(x)
+    np.testing.assert_allclose(np.asarray(inside_step), batch, rtol=1e-5, atol=1e-5)
+
+
+def test_normalizing_in_the_step_equals_on_the_host(cache_dir, tmp_path):
+    """data.normalize_in=step (auto on GPU) feeds raw windows and normalizes in the jitted
+    step: same loss and predictions as normalizing on the host."""
+    out = {}
+    for where in ("host", "step"):
+        c = tiny_fire_config(cache_dir)
+        c.data.normalize_in = where
+        c.model.dropout = 0.0
+        task = fire.build(c, str(tmp_path))
+        raw = task.train_source.read_batch(np.arange(16))
+        batch = task.batch_transform(raw)
+        assert (batch["x"].shape[-1] == raw["x"].shape[-1]) == (where == "step")
+        params, model_state = task.init_fn(jax.random.key(0))
+        loss = jax.jit(task.loss_fn)(params, model_state, batch, jax.random.key(1))[0]
+        probs = jax.jit(task.predict_fn)(params, model_state, batch)["probs"]
+        out[where] = (float(loss), np.asarray(probs))
+    assert out["step"][0] == pytest.approx(out["host"][0], rel=1e-5)
+    np.testing.assert_allclose(out["step"][1], out["host"][1], atol=1e-5)

@@ -69,23 +69,25 @@ def _channel_stats(path: str, streams: list[tuple[str, str]], windows: np.ndarra
     return center.astype(np.float32), np.maximum(scale, 1e-6).astype(np.float32)
 
 
-def normalize(x: np.ndarray, center: np.ndarray, scale: np.ndarray, method: str,
-              diff_lags: tuple[int, ...] = ()) -> np.ndarray:
-    """Model inputs of one (T, C) window: scaled readings, then one change-over-`lag` block
+def normalize(x: np.ndarray | jax.Array, center: np.ndarray, scale: np.ndarray, method: str,
+              diff_lags: tuple[int, ...] = ()) -> np.ndarray | jax.Array:
+    """Model inputs of (..., T, C) windows: scaled readings, then one change-over-`lag` block
     per lag (minutes; zero where the window has no reading that far back).
 
     "robust" compresses the tails with asinh (linear near 0, log-like beyond a few units), so
     fires stay large but bounded. The change channels hand the model the sustained rise that
     tells a smoulder from a nuisance plateau instead of making it learn differencing first.
+    numpy in, numpy out (host); a jax array in, jax out (inside the jitted step).
     """
+    xp = jnp if isinstance(x, jax.Array) else np
     z = (x - center) / scale
-    squash = np.arcsinh if method == "robust" else (lambda v: v)
+    squash = xp.arcsinh if method == "robust" else (lambda v: v)
     parts = [squash(z)]
     for lag in diff_lags:
-        change = np.zeros_like(z)
-        change[lag:] = z[lag:] - z[:-lag]
-        parts.append(squash(change))
-    return np.concatenate(parts, axis=-1).astype(np.float32)
+        lag = min(lag, z.shape[-2])
+        change = z[..., lag:, :] - z[..., : z.shape[-2] - lag, :]
+        parts.append(squash(xp.concatenate([xp.zeros_like(z[..., :lag, :]), change], axis=-2)))
+    return xp.concatenate(parts, axis=-1).astype(xp.float32)
 
 
 def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
@@ -102,6 +104,7 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
                            strides=(d.train_stride, d.eval_stride, d.eval_stride),
                            block_keys=labels)
     source = functools.partial(HDF5WindowSource, streams, length=d.seq_len,
+                               in_memory_bytes=int(d.get("in_memory_gib", 1.0) * 2**30),
                                window_fields={"x": "readings"},
                                point_fields={"label": "label", "risk": "risk"},
                                stream_field="area")
@@ -125,18 +128,30 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
                             dropout=m.dropout, dtype=compute_dtype(t.compute_dtype))
     cw = jnp.asarray(class_weights, jnp.float32)
 
-    def transform(r: dict) -> dict:
-        return {"x": normalize(r["x"], center, scale, d.normalization, tuple(d.diff_lags)),
-                "area": r["area"],
-                "label": r["label"].astype(np.int32), "risk": r["risk"].astype(np.float32)}
+    # Normalize inside the step on GPU/TPU (the host then only gathers raw windows), on the
+    # host on CPU, where both would share the same two cores anyway (BUILD_NOTES).
+    where = d.get("normalize_in", "auto")
+    if where not in ("auto", "step", "host"):
+        raise ValueError(f"data.normalize_in must be auto, step or host, got {where!r}")
+    in_step = where == "step" or (where == "auto" and jax.default_backend() != "cpu")
+
+    def model_input(x: np.ndarray | jax.Array) -> np.ndarray | jax.Array:
+        return normalize(x, center, scale, d.normalization, tuple(d.diff_lags))
+
+    def batch_transform(b: dict) -> dict:  # whole batches: ~20x cheaper than per window
+        return {**b, "x": b["x"] if in_step else model_input(b["x"]),
+                "label": b["label"].astype(np.int32), "risk": b["risk"].astype(np.float32)}
+
+    def step_input(x: jax.Array) -> jax.Array:
+        return model_input(x) if in_step else x
 
     def init_fn(rng):
         x = jnp.zeros((1, d.seq_len, len(info.channel_names) * (1 + len(d.diff_lags))))
         return model.init({"params": rng}, x, jnp.zeros((1,), jnp.int32))["params"], {}
 
     def loss_fn(params, model_state, batch, rng):
-        out = model.apply({"params": params}, batch["x"], batch["area"], train=True,
-                          rngs={"dropout": rng})
+        out = model.apply({"params": params}, step_input(batch["x"]), batch["area"],
+                          train=True, rngs={"dropout": rng})
         ce = losses.softmax_cross_entropy(out["logits"], batch["label"], class_weights=cw,
                                           label_smoothing=t.label_smoothing)
         risk_mse = losses.mse(jax.nn.sigmoid(out["risk_logit"]), batch["risk"])
@@ -146,7 +161,8 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
                       model_state)
 
     def predict_fn(params, model_state, batch):
-        out = model.apply({"params": params}, batch["x"], batch["area"], train=False)
+        out = model.apply({"params": params}, step_input(batch["x"]), batch["area"],
+                          train=False)
         return {"probs": jax.nn.softmax(out["logits"]), "risk": jax.nn.sigmoid(out["risk_logit"]),
                 "label": batch["label"], "area": batch["area"], "risk_target": batch["risk"]}
 
@@ -173,7 +189,7 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
 
     return Task(train_source=train_src, val_source=val_src, test_source=test_src,
                 init_fn=init_fn, loss_fn=loss_fn, predict_fn=predict_fn, evaluate=evaluate,
-                transform=transform, baseline=run_baseline,
+                batch_transform=batch_transform, baseline=run_baseline,
                 info={"headline": ["accuracy", "macro_f1", "fire_recall"],
                       "data": {"path": path, "windows": split_sizes,
                                "train_label_counts": counts.tolist(),
