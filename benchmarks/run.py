@@ -115,7 +115,7 @@ def benchmark(config, steps: int, warmup: int) -> dict:
 
     def init_state() -> TrainState:
         params, model_state = task.init_fn(jax.random.key(0))
-        rng = rng_with_impl(jax.random.key(1), config.train.get("rng_impl", "threefry2x32"))
+        rng = rng_with_impl(jax.random.key(1), config.train.rng_impl)
         return TrainState.create(params, tx, rng=rng, model_state=model_state)
 
     state, shardings = create_sharded_state(init_state, mesh)

@@ -52,7 +52,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.data.max_open_files = 128  # h5py handles kept open per reading process (4 MiB cache each)
 
     c.augment = ConfigDict(dict(enabled=True, noise=0.05, scale=(0.9, 1.1), max_shift=50,
-                                where="auto"))  # auto: in the train step on GPU, host on CPU
+                                where="auto"))  # auto | step | host: auto = step on GPU
 
     c.model = ConfigDict(MODELS[name])
 

@@ -178,10 +178,9 @@ class HDF5WindowSource:
         out: Record = {}
         for name, ds in (*self.window_fields.items(), *self.point_fields.items()):
             window = name in self.window_fields
-            first = self._array(int(streams[0]), ds) if len(indices) else None
-            shape = (len(indices), *((self.length,) if window else ()),
-                     *(first.shape[1:] if first is not None else ()))
-            values = np.empty(shape, first.dtype if first is not None else np.float32)
+            first = self._array(int(streams[0]), ds)  # streams share trailing shape and dtype
+            values = np.empty((len(indices), *((self.length,) if window else ()),
+                               *first.shape[1:]), first.dtype)
             for s, sel in groups:
                 array, rows = self._array(int(s), ds), ends[sel]
                 if window:

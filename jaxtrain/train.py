@@ -148,7 +148,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
         params_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
         params, model_state = task.init_fn(params_rng)
         # Dropout masks from the configured PRNG ("rbg": XLA's RngBitGenerator, BUILD_NOTES).
-        dropout_rng = rng_with_impl(dropout_rng, config.train.get("rng_impl", "threefry2x32"))
+        dropout_rng = rng_with_impl(dropout_rng, config.train.rng_impl)
         return TrainState.create(params, tx, rng=dropout_rng, model_state=model_state)
 
     state, state_shardings = create_sharded_state(init_state, mesh, config.mesh.fsdp_min_size)

@@ -118,6 +118,16 @@ def make_eval_step(predict_fn: PredictFn, mesh: Mesh, state_shardings: TrainStat
                    out_shardings=shd.batch_sharding(mesh))
 
 
+def runs_in_step(where: str, key: str) -> bool:
+    """For host work a jitted step can take over (normalization, augmentation): "step" puts
+    it in the step, "host" keeps it in the input pipeline, "auto" is the step on GPU/TPU and
+    the host on CPU, where XLA and the pipeline share the same cores (BUILD_NOTES).
+    `key` names the config entry in the error."""
+    if where not in ("auto", "step", "host"):
+        raise ValueError(f"{key} must be auto, step or host, got {where!r}")
+    return where == "step" or (where == "auto" and jax.default_backend() != "cpu")
+
+
 def compute_dtype(name: str) -> jnp.dtype:
     """'auto' -> bfloat16 on GPU/TPU, float32 on CPU (no native bf16 there: slower, not faster).
 

@@ -80,20 +80,20 @@ def test_unknown_model_is_rejected():
         load_config("das", "gru")
 
 
-@pytest.mark.parametrize("where", ["device", "host"])
+@pytest.mark.parametrize("where", ["step", "host"])
 def test_augmentation_runs_where_configured(where, cache_dir, tmp_path):
     config = tiny_das_config(cache_dir)
     config.augment.where = where
     config.model.dropout = 0.0  # the key then only drives the augmentation
     task = das.build(config, str(tmp_path))
-    assert (task.random_transform is None) == (where == "device")
+    assert (task.random_transform is None) == (where == "step")
     records = [task.transform(task.train_source[i]) for i in range(8)]
     batch = {k: jnp.stack([r[k] for r in records]) for k in records[0]}
     params, model_state = task.init_fn(jax.random.key(0))
     loss = jax.jit(task.loss_fn)
     a, b = (float(loss(params, model_state, batch, jax.random.key(k))[0]) for k in (1, 2))
     assert np.isfinite(a) and np.isfinite(b)
-    assert (a != b) == (where == "device")  # host path: the batch came in already augmented
+    assert (a != b) == (where == "step")  # host path: the batch came in already augmented
     config.augment.where = "gpu"
     with pytest.raises(ValueError, match=r"augment\.where"):
         das.build(config, str(tmp_path))

@@ -41,7 +41,7 @@ from jaxtrain.models.das_tcn import DASTCN
 from jaxtrain.models.das_transformer import DASTransformer
 from jaxtrain.task import Task
 from jaxtrain.tasks import das_data
-from jaxtrain.train_step import compute_dtype
+from jaxtrain.train_step import compute_dtype, runs_in_step
 
 CLASS_NAMES = das_data.CLASS_NAMES
 MODELS = ("tcn", "bilstm", "transformer")
@@ -164,13 +164,9 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
     def transform(r: dict) -> dict:  # "start" (int64) is for inference output, not the model
         return {"x": r["x"], "label": r["label"], "file": r["file"]}
 
-    # Augment on the device on GPU/TPU (frees the input pipeline), on the host on CPU (XLA's
-    # Gaussian draws cost more there than numpy's); measured in BUILD_NOTES.
-    where = aug.get("where", "auto")
-    if where not in ("auto", "device", "host"):
-        raise ValueError(f"augment.where must be auto, device or host, got {where!r}")
-    on_device = aug.enabled and (where == "device" or (
-        where == "auto" and jax.default_backend() != "cpu"))
+    # In the step on GPU/TPU (frees the input pipeline), on the host on CPU (XLA's Gaussian
+    # draws cost more there than numpy's); measured in BUILD_NOTES.
+    in_step = aug.enabled and runs_in_step(aug.get("where", "auto"), "augment.where")
 
     def random_transform(r: dict, rng: np.random.Generator) -> dict:
         x = das_data.augment(r["x"], rng, noise=aug.noise, scale=tuple(aug.scale),
@@ -184,7 +180,7 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
     def loss_fn(params, model_state, batch, rng):
         aug_rng, dropout_rng = jax.random.split(rng)
         x = batch["x"]
-        if on_device:
+        if in_step:
             x = das_data.augment_batch(x, aug_rng, noise=aug.noise, scale=tuple(aug.scale),
                                        max_shift=aug.max_shift)
         logits = model.apply({"params": params}, x, train=True, rngs={"dropout": dropout_rng})
@@ -212,7 +208,7 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
     return Task(train_source=train_src, val_source=val_src, test_source=test_src,
                 init_fn=init_fn, loss_fn=loss_fn, predict_fn=predict_fn, evaluate=evaluate,
                 transform=transform, on_test=on_test,
-                random_transform=random_transform if aug.enabled and not on_device else None,
+                random_transform=random_transform if aug.enabled and not in_step else None,
                 info={"headline": ["file_accuracy", "file_macro_f1", "accuracy", "macro_f1",
                                    "roc_auc_ovr"],
                       "model": config.model.name,

@@ -22,7 +22,7 @@ from jaxtrain.data import HDF5WindowSource, configured_or_generated, generated_o
 from jaxtrain.models.fire_transformer import FireTransformer
 from jaxtrain.task import Task
 from jaxtrain.tasks import fire_data
-from jaxtrain.train_step import compute_dtype
+from jaxtrain.train_step import compute_dtype, runs_in_step
 
 
 def data_path(config: ml_collections.ConfigDict) -> str:
@@ -130,10 +130,7 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
 
     # Normalize inside the step on GPU/TPU (the host then only gathers raw windows), on the
     # host on CPU, where both would share the same two cores anyway (BUILD_NOTES).
-    where = d.get("normalize_in", "auto")
-    if where not in ("auto", "step", "host"):
-        raise ValueError(f"data.normalize_in must be auto, step or host, got {where!r}")
-    in_step = where == "step" or (where == "auto" and jax.default_backend() != "cpu")
+    in_step = runs_in_step(d.get("normalize_in", "auto"), "data.normalize_in")
 
     def model_input(x: np.ndarray | jax.Array) -> np.ndarray | jax.Array:
         return normalize(x, center, scale, d.normalization, tuple(d.diff_lags))
