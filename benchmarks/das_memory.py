@@ -6,14 +6,14 @@ through the training input pipeline, with 0, 2 and 4 grain worker processes.
         --stride=1024 --normalize=false --data_dir=/tmp/das-quick --delete_data  # ~1-2 min
     python -m benchmarks.das_memory --delete_data     # remove the data set afterwards
 
-Data set (`make_dataset`): a few recordings from the DAS generator (`das_data.generate`,
+Data set (`make_dataset`): a few recordings from the DAS generator (`synthetic.generate`,
 64 channels, int16, 120 s) plus long files (`--file_gb` each, the seed's case: few files of
 many GB) that loop the first generated recording, streamed to disk in 64 MiB slabs, so 8 GiB
 take about a minute to write. Same layout, attributes and (1024, channels) chunks as the
 generator. Reused while `<data_dir>/das_memory_manifest.json` matches the parameters.
 
 Each pass runs in its own subprocess (the "main process" of training), which builds
-`das_data.DASWindowSource` over `build_window_index` (1024-sample windows, stride 512) and
+`DASWindowSource` over `build_window_index` (1024-sample windows, stride 512) and
 streams it exactly like `jaxtrain.data.train_dataset` does (seeded global shuffle ->
 per-window normalization in the source -> batch -> `to_iter_dataset(ReadOptions)` ->
 `mp_prefetch(workers)`), except that the last partial batch is kept so that every window
@@ -69,7 +69,11 @@ import h5py
 import numpy as np
 from absl import app, flags
 
-from jaxtrain.tasks import das_data
+from jaxtrain.tasks.das.labels import load_labels
+from jaxtrain.tasks.das.reader import open_recording
+from jaxtrain.tasks.das.schema import LABELS_FILE
+from jaxtrain.tasks.das.synthetic import generate
+from jaxtrain.tasks.das.windows import DASWindowSource, build_window_index
 
 GIB = 2**30
 MANIFEST = "das_memory_manifest.json"
@@ -117,7 +121,7 @@ def make_dataset(data_dir: str, size_gb: float, *, file_gb: float = 1.0,
                  log: Callable[[str], None] = print) -> list[str]:
     """The benchmark's recordings in `data_dir` (written once, reused while parameters match).
 
-    `generated_files` come from `das_data.generate` (120 s each); the rest of `size_gb`
+    `generated_files` come from `synthetic.generate` (120 s each); the rest of `size_gb`
     (GiB of int16 samples) is long files of at most `file_gb` looping the first generated
     recording. Refuses to touch a non-empty directory it did not create.
     """
@@ -140,9 +144,9 @@ def make_dataset(data_dir: str, size_gb: float, *, file_gb: float = 1.0,
                          "pass an empty or new --data_dir")
     os.makedirs(data_dir, exist_ok=True)
     t0 = time.perf_counter()
-    files = das_data.generate(data_dir, num_files=generated_files, duration_s=120.0,
-                              num_channels=channels, dtype="int16", seed=seed)
-    labels = das_data.load_labels(data_dir)
+    files = generate(data_dir, num_files=generated_files, duration_s=120.0,
+                     num_channels=channels, dtype="int16", seed=seed)
+    labels = load_labels(data_dir)
     row_bytes = channels * 2
     remaining = int(size_gb * GIB) - sum(os.path.getsize(p) for p in files)
     per_file = max(1024, int(file_gb * GIB) // row_bytes)
@@ -162,7 +166,7 @@ def make_dataset(data_dir: str, size_gb: float, *, file_gb: float = 1.0,
             k += 1
             log(f"  wrote {name}: {rows} samples x {channels} channels "
                 f"({os.path.getsize(path) / GIB:.2f} GiB, {time.perf_counter() - t0:.0f} s)")
-    _atomic_json(os.path.join(data_dir, das_data.LABELS_FILE), labels)
+    _atomic_json(os.path.join(data_dir, LABELS_FILE), labels)
     _atomic_json(manifest_path, {"params": params, "files": {
         os.path.basename(p): os.path.getsize(p) for p in files}})
     log(f"wrote {len(files)} files, {dataset_bytes(files) / GIB:.2f} GiB in "
@@ -311,8 +315,8 @@ def run_pass(spec: dict[str, Any]) -> dict[str, Any]:
     files, window, stride = spec["files"], spec["window"], spec["stride"]
     with np.load(spec["index_path"]) as z:
         index = z["index"].astype(np.int64)
-    source = das_data.DASWindowSource(files, index, spec["layout"], window,
-                                      normalize=spec["normalize"])
+    source = DASWindowSource(files, index, spec["layout"], window,
+                             normalize=spec["normalize"])
     ds = grain.MapDataset.source(source)
     if spec["shuffle"]:
         ds = ds.seed(spec["seed"]).shuffle()
@@ -323,8 +327,8 @@ def run_pass(spec: dict[str, Any]) -> dict[str, Any]:
         it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=spec["workers"]))
     first_row = np.searchsorted(index[:, 0], np.arange(len(files)))  # file id -> first row
     seen = np.zeros(len(index), np.int32)
-    checker = das_data.DASWindowSource(files, index, spec["layout"], window,
-                                       normalize=spec["normalize"])
+    checker = DASWindowSource(files, index, spec["layout"], window,
+                              normalize=spec["normalize"])
     mismatches = checked = 0
     rss_before = _field_kb(_read("/proc/self/status"), "VmRSS:")
     t0 = time.perf_counter()
@@ -384,8 +388,8 @@ def measure(files: Sequence[str], workers: int, *, work_dir: str, limit_bytes: f
     """One pass in a subprocess, its process tree watched (and killed over the limit)."""
     files = [os.path.abspath(p) for p in files]
     index_path = os.path.join(work_dir, f"index_{window}_{stride}.npz")
-    index = das_data.build_window_index(files, "jaxtrain", window, stride, cache_path=index_path)
-    first = das_data.open_recording(files[0])
+    index = build_window_index(files, "jaxtrain", window, stride, cache_path=index_path)
+    first = open_recording(files[0])
     spec = {"files": files, "index_path": index_path, "layout": "jaxtrain", "window": window,
             "stride": stride, "batch_size": batch_size, "workers": workers,
             "read_threads": read_threads, "shuffle": shuffle, "seed": seed,
@@ -512,7 +516,7 @@ def _define_flags() -> None:
     flags.DEFINE_bool("enforce", True, "Kill a pass that exceeds the budget.")
     flags.DEFINE_list("workers", ["0", "2", "4"], "grain worker counts to run.")
     flags.DEFINE_float("file_gb", 1.0, "Size of each long file, GiB.")
-    flags.DEFINE_integer("generated_files", 4, "Files written by das_data.generate.")
+    flags.DEFINE_integer("generated_files", 4, "Files written by the DAS generator.")
     flags.DEFINE_integer("channels", 64, "Channels per file.")
     flags.DEFINE_integer("window", 1024, "Samples per window.")
     flags.DEFINE_integer("stride", 512, "Samples between window starts.")

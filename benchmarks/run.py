@@ -17,7 +17,6 @@ the same batches in a subprocess of the same run, and the jaxtrain / PyTorch rat
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import platform
@@ -33,16 +32,11 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from jaxtrain import data as data_lib
-from jaxtrain import optim
+from jaxtrain import optim, train
 from jaxtrain import sharding as shd
-from jaxtrain.train_step import (
-    TrainState,
-    create_sharded_state,
-    make_eval_step,
-    make_train_step,
-    rng_with_impl,
-)
+from jaxtrain.data import pipeline
+from jaxtrain.task import load_system
+from jaxtrain.train_step import TrainState, make_eval_step, make_train_step
 
 
 def matmul_peak_flops(n: int = 4096, repeats: int = 10) -> float:
@@ -63,7 +57,7 @@ def inference_latency_ms(task, mesh, state: TrainState, shardings: TrainState,
                          repeats: int) -> float:
     """Median latency of the jitted predict step on one validation record per device (the
     seeds' "ms per tile"): whole eval records, e.g. a 256 x 256 debris patch, not crops."""
-    it = iter(data_lib.eval_dataset(task.val_source, global_batch_size=jax.device_count(),
+    it = iter(pipeline.eval_dataset(task.val_source, global_batch_size=jax.device_count(),
                                     mesh=mesh, transform=task.transform,
                                     batch_transform=task.batch_transform))
     batch = shd.make_global_batch(next(it), mesh)
@@ -79,16 +73,12 @@ def inference_latency_ms(task, mesh, state: TrainState, shardings: TrainState,
 
 def build_task(config):
     workdir = tempfile.mkdtemp(prefix="jaxtrain-bench-")
-    return importlib.import_module(f"jaxtrain.tasks.{config.task}").build(config, workdir)
+    return load_system(config.task).build(config, workdir)
 
 
 def train_iterator(task, config, mesh):
     """The training input pipeline exactly as train.py builds it (workers, threads)."""
-    return iter(data_lib.train_dataset(
-        task.train_source, global_batch_size=config.train.batch_size, mesh=mesh, seed=0,
-        num_epochs=1000, transform=task.transform, random_transform=task.random_transform,
-        batch_transform=task.batch_transform, worker_count=config.data.worker_count,
-        read_threads=config.data.read_threads))
+    return train.train_batches(task, config, mesh, num_epochs=1000)
 
 
 def input_benchmark(config, batches: int) -> dict:
@@ -112,13 +102,7 @@ def benchmark(config, steps: int, warmup: int) -> dict:
     mesh = shd.make_mesh(config.mesh.fsdp)
     batch_size = config.train.batch_size
     tx, schedule = optim.make_optimizer(config.optim, 100, 10_000)
-
-    def init_state() -> TrainState:
-        params, model_state = task.init_fn(jax.random.key(0))
-        rng = rng_with_impl(jax.random.key(1), config.train.rng_impl)
-        return TrainState.create(params, tx, rng=rng, model_state=model_state)
-
-    state, shardings = create_sharded_state(init_state, mesh)
+    state, shardings = train.make_state(task, config, mesh, tx)  # as training builds it
     step = make_train_step(task.loss_fn, tx, mesh, shardings, learning_rate_fn=schedule)
 
     # Distinct device batches, rotated, so no cached identical input flatters the step.
@@ -157,7 +141,7 @@ def benchmark(config, steps: int, warmup: int) -> dict:
     input_sps = n_in * batch_size / (time.perf_counter() - t)
 
     # Real loop: time blocked waiting for input, as a fraction of the step.
-    feeder = data_lib.BatchFeeder(it, mesh)
+    feeder = pipeline.BatchFeeder(it, mesh)
     state, m = step(state, next(feeder))  # the feeder's first fill is start-up, not steady state
     wait = 0.0
     t_loop = time.perf_counter()

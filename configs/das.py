@@ -27,6 +27,7 @@ MODELS = {
     "transformer": dict(name="transformer", patch_size=32, d_model=64, num_heads=4,
                         num_layers=2, d_ff=128, dropout=0.1),
 }
+VARIANTS = tuple(MODELS)  # --config=das:<model>; the default is tcn
 
 
 def get_config(arg: str | None = None) -> ConfigDict:
@@ -37,7 +38,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.task = "das"
 
     c.data.path = ""  # directory of recordings + labels.json; empty = synthetic, generated once
-    c.data.layout = "jaxtrain"  # das_data.LAYOUTS key: jaxtrain | prodml | dasdae
+    c.data.layout = "jaxtrain"  # tasks/das/reader.py LAYOUTS: jaxtrain | prodml | dasdae
     c.data.num_files = 160  # synthetic: 40% earthquake, 40% blast, 20% noise -> 16 test files
     c.data.duration_s = 60.0  # synthetic file length (one event per event file)
     c.data.num_channels = 64  # the recordings' channel count (checked on every file)

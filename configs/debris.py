@@ -6,7 +6,7 @@
     python -m jaxtrain.main --config=configs/debris.py:seed --workdir=/tmp/debris_seed
                                                      # the seed's whole recipe (GPU-sized)
     python -m jaxtrain.main --config=configs/debris.py --workdir=/tmp/marida \
-        --config.data.path=/data/marida.h5           # debris_data.convert_marida output
+        --config.data.path=/data/marida.h5           # debris.marida.convert_marida output
 
 The default is sized for 2 CPU cores: base width 16 (1.96M parameters), training on random
 64x64 crops (8 per patch and epoch, half of them centred near debris), evaluation on whole
@@ -16,6 +16,8 @@ The default is sized for 2 CPU cores: base width 16 (1.96M parameters), training
 from ml_collections import ConfigDict
 
 from jaxtrain.config import base_config
+
+VARIANTS = ("seed",)  # --config=debris:seed: full width on whole patches (GPU-sized)
 
 
 def get_config(arg: str | None = None) -> ConfigDict:

@@ -1,15 +1,17 @@
-"""Fire detection: the seed's transformer on 60-minute windows of 6 sensors in 5 areas.
+"""Fire detection: a transformer on 60-minute windows of 6 sensors in 5 areas.
 
     python -m jaxtrain.main --config=configs/fire.py --workdir=/tmp/fire
     python -m jaxtrain.main --config=configs/fire.py --workdir=/tmp/fire5m \
         --config.data.samples_per_area=1000000 --config.train.batch_size=4096
 
-The default trains in minutes on 2 CPU cores; the seed's full 5M set is one override away.
+The default trains in minutes on 2 CPU cores; 5M readings (1M per area) are one override away.
 """
 
 from ml_collections import ConfigDict
 
 from jaxtrain.config import base_config
+
+VARIANTS = ()  # --config=fire only
 
 
 def get_config(arg: str | None = None) -> ConfigDict:
@@ -17,7 +19,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.task = "fire"
 
     c.data.path = ""  # a jaxtrain-fire-v1 HDF5 file; empty = synthetic, generated once
-    c.data.samples_per_area = 20_000  # minutes per area (1_000_000 = the seed's 5M total)
+    c.data.samples_per_area = 20_000  # minutes per area (1_000_000: 5M readings in all)
     c.data.num_areas = 5
     c.data.seed = 0
     c.data.seq_len = 60  # minutes per window; label = state at the window's last minute

@@ -61,9 +61,6 @@ class Checkpointer:
         r = self.manager.restore(step, args=args)
         return r.state, r.data, r.meta
 
-    def restore_meta(self, step: int) -> dict:
-        return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-
     def wait(self) -> None:
         self.manager.wait_until_finished()
 

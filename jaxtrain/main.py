@@ -1,28 +1,54 @@
-"""Command line: `python -m jaxtrain.main --config=configs/fire.py --workdir=/tmp/fire`.
+"""Command line: `jaxtrain --config=fire --workdir=runs/fire` (or `python -m jaxtrain.main`).
 
-Config overrides: `--config.train.batch_size=512`. Rerunning with the same workdir resumes
-(or reports that the run has finished). Errors in the user's input end with one line on
-stderr and exit status 2; SIGTERM/SIGINT save a checkpoint and exit with 128 + signal.
+`jaxtrain --help` lists the configs and their variants. Config overrides:
+`--config.train.batch_size=512`. Rerunning with the same workdir resumes (or reports that the
+run has finished). Errors in the user's input end with one line on stderr and exit status 2;
+SIGTERM/SIGINT save a checkpoint and exit with 128 + signal.
 """
 
 from __future__ import annotations
 
 import ast
 import contextlib
-import importlib
 import json
 import os
 import sys
+import textwrap
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from jaxtrain import config_files
 from jaxtrain.cli import USER_ERRORS, fail, quiet_library_logs
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file "
-                                          "(configs/<task>.py[:variant]).", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "A shipped config by name (fire, das:tcn) or a config file by path "
+    "(configs/das.py:tcn, my_config.py), with overrides --config.KEY=VALUE.", lock_config=True)
+# ml_collections' flag (it makes the --config.KEY overrides) with a parser that takes names too.
+flags.FLAGS["config"].parser = config_files.ConfigFlagParser()
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results; "
+                               "rerun with the same one to resume.")
 flags.mark_flags_as_required(["config", "workdir"])
+
+ABOUT = """\
+jaxtrain trains a detection, classification or segmentation model on one of its systems'
+data (synthetic data are generated on first use and cached) or on your own files: one
+sharded, jitted train step on every local device (GPU, TPU or CPU), checkpoints that resume
+exactly, TensorBoard logs, and a test report with the best checkpoint at the end
+(WORKDIR/results.json, predictions and figures)."""
+
+EXAMPLES = """\
+Train:
+  jaxtrain --config=fire --workdir=runs/fire
+  jaxtrain --config=das:bilstm --workdir=runs/das_bilstm --config.train.epochs=10
+  jaxtrain --config=my_config.py --workdir=runs/mine    (start from a copy of a shipped one)
+Resume: rerun the same command with the same --workdir. An interrupted run (SIGTERM, a
+  crash) continues from its last checkpoint; a finished run only prints its results.
+Predict with a trained run:
+  python -m jaxtrain.predict --workdir=runs/fire --input=NEW_FILE_OR_DIR --output=preds.csv"""
+
+HELP_FLAGS = ("-h", "-help", "--help", "-?", "--helpshort", "-helpshort")
+
 
 def check_workdir(workdir: str) -> str:
     """Creates the workdir and proves it is writable before any work is done."""
@@ -42,19 +68,17 @@ def run(config, workdir: str, on_step=None) -> dict:
     """Everything after flag parsing; importable so tests and notebooks can call it."""
     import jax
 
-    from jaxtrain import sharding, train, writers
+    from jaxtrain import files, sharding, train
+    from jaxtrain.task import load_system
 
     workdir = check_workdir(workdir)
     d = config.distributed
     sharding.maybe_initialize_distributed(d.coordinator_address, d.num_processes,
                                           d.process_id, d.enabled)
+    system = load_system(config.task)
     if jax.process_index() == 0:
-        writers.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
-    try:
-        task_module = importlib.import_module(f"jaxtrain.tasks.{config.task}")
-    except ModuleNotFoundError:
-        raise ValueError(f"unknown task {config.task!r} (config.task)") from None
-    task = task_module.build(config, workdir)
+        files.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
+    task = system.build(config, workdir)
     return train.train_and_evaluate(config, workdir, task, on_step=on_step)
 
 
@@ -81,8 +105,7 @@ def main(argv: list[str]) -> None:
         sys.exit(128 + e.signum)
     except USER_ERRORS as e:
         fail(str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
-    headline = results.get("headline") or ["accuracy", "macro_f1"]  # the task's key metrics
-    summary = {k: results.get("test", {}).get(k) for k in headline}
+    summary = {k: results["test"].get(k) for k in results["headline"]}
     if results.get("already_finished"):
         print(f"already finished: {os.path.join(workdir, 'results.json')}")
     print("test: " + json.dumps(summary))
@@ -91,15 +114,42 @@ def main(argv: list[str]) -> None:
                                          for k in ("accuracy", "macro_f1")}))
 
 
-def entry_point() -> None:
+def usage() -> str:
+    """`jaxtrain --help`: what it does, the shipped configs, example commands, the flags."""
+    return "\n\n".join([
+        "USAGE: jaxtrain --config=CONFIG --workdir=WORKDIR [--config.KEY=VALUE ...]",
+        ABOUT,
+        "Configs (--config=NAME or NAME:VARIANT, or the path of a config file; shipped in\n"
+        f"{config_files.shipped_dir()}):\n{config_files.catalogue()}",
+        EXAMPLES,
+        "Flags:\n" + "\n".join(textwrap.fill(flags.FLAGS[flag.name].help, 96,
+                                              initial_indent=f"  --{flag.name:<10}",
+                                              subsequent_indent=" " * 14)
+                                for flag in (_CONFIG, _WORKDIR)),
+        "Try --helpfull for every flag (logging and the libraries' own)."])
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing with our own --help, and user errors in one line (exit 2)."""
+    if any(arg in HELP_FLAGS for arg in argv[1:argv.index("--") if "--" in argv else None]):
+        print(usage())
+        sys.exit(0)
     try:
-        app.run(main)
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        cause = e.__context__  # a ConfigError says it all without absl's "flag --config=..."
+        message = str(cause if isinstance(cause, config_files.ConfigError) else e)
+        fail(f"{message.strip().splitlines()[0]} (jaxtrain --help)")
     except AttributeError as e:  # a mistyped --config.key override
         detail = str(e)
         with contextlib.suppress(ValueError, SyntaxError):  # ml_collections wraps it in a repr
             detail = str(ast.literal_eval(detail))
         detail = " ".join(detail.replace("'", "").split())
         fail(f"unknown config key in --config overrides: {detail}")
+
+
+def entry_point() -> None:
+    app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

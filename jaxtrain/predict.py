@@ -1,16 +1,15 @@
 """Inference with a trained run: `python -m jaxtrain.predict --workdir=RUN --input=P --output=O`.
 
 Loads RUN/config.json and the run's best checkpoint (else its latest), then hands both to the
-task module's `predict(config, variables, input_path, output_path, batch_size, workdir=RUN)
--> dict`, which
-reads the new data, writes OUT and returns a short summary (printed as one JSON line).
+system's `predict(config, variables, input_path, output_path, batch_size, workdir=RUN) -> dict`
+(`task.System.predict`), which reads the new data, writes OUT and returns a short summary
+(printed as one JSON line).
 `variables` is {"params": ..., "model_state": ...} as host numpy arrays. Input errors end with
 one `jaxtrain: error:` line and exit status 2.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from typing import Any
@@ -18,21 +17,22 @@ from typing import Any
 import ml_collections
 from absl import app, flags
 
-from jaxtrain import checkpoint
-from jaxtrain.cli import USER_ERRORS, fail, quiet_library_logs
+from jaxtrain import checkpoint, files
+from jaxtrain.cli import fail, run_cli
+from jaxtrain.task import load_system
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config a run was trained with (its workdir's config.json)."""
+    config_path = os.path.join(os.path.abspath(os.path.expanduser(workdir)), "config.json")
+    return ml_collections.ConfigDict(
+        files.read_json(config_path, missing="not a jaxtrain run (no config.json)"))
 
 
 def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, dict[str, Any], int]:
     """(config, {"params", "model_state"}, step) of a finished or interrupted run."""
     workdir = os.path.abspath(os.path.expanduser(workdir))
-    config_path = os.path.join(workdir, "config.json")
-    try:
-        with open(config_path) as f:
-            config = ml_collections.ConfigDict(json.load(f))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{config_path}: not a jaxtrain run (no config.json)") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{config_path}: corrupt config.json ({e})") from None
+    config = load_config(workdir)
     es = config.early_stopping
     state, step = checkpoint.load_for_inference(os.path.join(workdir, "checkpoints"),
                                                 best_metric=es.metric, best_mode=es.mode)
@@ -44,28 +44,20 @@ def predict(workdir: str, input_path: str, output_path: str, batch_size: int = 0
     if not os.path.exists(input_path):
         raise FileNotFoundError(f"input not found: {input_path}")
     config, variables, step = load_run(workdir)
-    module = importlib.import_module(f"jaxtrain.tasks.{config.task}")
-    if not hasattr(module, "predict"):
-        raise ValueError(f"task {config.task!r} has no predict()")
-    summary = module.predict(config, variables, input_path, output_path,
+    summary = load_system(config.task).predict(config, variables, input_path, output_path,
                              batch_size or config.train.eval_batch_size,
                              workdir=os.path.abspath(os.path.expanduser(workdir)))
     return {"checkpoint_step": step, **summary}
 
 
 def main(argv: list[str]) -> None:
-    quiet_library_logs()
     if len(argv) > 1:
         fail(f"unexpected arguments: {' '.join(argv[1:])}")
     f = flags.FLAGS
     for name in ("workdir", "input", "output"):
         if not f[name].value:
             fail(f"--{name} is required")
-    try:
-        summary = predict(f.workdir, f.input, f.output, f.batch_size)
-    except USER_ERRORS as e:
-        fail(str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
-    print(json.dumps(summary))
+    print(json.dumps(run_cli(lambda: predict(f.workdir, f.input, f.output, f.batch_size))))
 
 
 if __name__ == "__main__":

@@ -1,37 +1,57 @@
-"""What a task hands the generic training loop.
+"""What a system hands the generic training loop, and how the core finds a system.
 
-A task module (jaxtrain/tasks/<name>.py) exposes `build(config, workdir) -> Task`. The loop
-never imports a task; main looks the module up by `config.task`.
+A system is a package `jaxtrain/tasks/<name>/` whose `__init__` exports `SYSTEM`, a `System`.
+main, predict and the benchmarks look it up by `config.task` (`load_system`); the core never
+imports a system, so adding one adds a package and a config and touches nothing here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from typing import Any
+import importlib
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import jax
+import ml_collections
 import numpy as np
 
 from jaxtrain.train_step import LossFn, PredictFn
 
 Record = dict[str, np.ndarray]
+Outputs = dict[str, np.ndarray]  # one split's `predict_fn` outputs, concatenated, no padding
+Metrics = dict[str, float]
 
 
-@dataclasses.dataclass
+class Evaluator(Protocol):
+    """Scores one split's predictions.
+
+    Returns flat scalars (logged, written to history, used for early stopping) and a
+    JSON-able report (results.json). `tuning` is the validation split's predictions when the
+    scored split is another one: choices made on validation (a decision threshold) are then
+    applied to the scored split. Evaluators read only predictions, so a finished run can be
+    re-scored from its saved predictions (`python -m jaxtrain.evaluate`) without retraining.
+    """
+
+    def __call__(self, outputs: Outputs, tuning: Outputs | None = None
+                 ) -> tuple[Metrics, dict[str, Any]]: ...
+
+
+@dataclasses.dataclass(frozen=True)
 class Task:
-    """Data sources, model functions and evaluation of one system.
+    """Data sources, model functions and evaluation of one system, built from a config.
 
     init_fn(rng) -> (params, model_state) builds float32 variables.
-    evaluate(outputs) -> flat {name: float} metrics plus a JSON-able `report` for results;
-      `outputs` are the concatenated `predict_fn` outputs of one split, padding removed.
-    baseline() -> dict of results of a simple reference model (optional), for results.json.
-    on_test(metrics, report) -> dict (optional): called once on the main process after the
-      final test pass, e.g. to write plots into the workdir; what it returns is merged into
-      results.json.
-    evaluate_test(val_outputs, test_outputs) -> (flat, report) (optional): replaces
-      `evaluate` for the final test pass when the test report needs the validation split too,
-      e.g. a decision threshold tuned on validation and then applied to test.
+    transform / random_transform map single records on the host; batch_transform maps whole
+      host batches (vectorized numpy).
+    evaluators score a split's predictions (see `Evaluator`); their metrics and reports are
+      merged, so their keys must not collide.
+    headline: the metrics a person looks at first (printed by the CLI, first in reports).
+    baseline() -> results of a simple reference model (e.g. logistic regression), or None.
+    figures(workdir, test_report) -> {name: path} of pictures written into the workdir.
+    data: JSON-able facts about the data (paths, split sizes, class counts) for results.json.
+    choices: how this task resolved its `auto` settings (e.g. where augmentation runs),
+      logged at start-up and written to results.json with the loop's own.
     """
 
     train_source: Any
@@ -40,12 +60,61 @@ class Task:
     init_fn: Callable[[jax.Array], tuple[Any, Any]]
     loss_fn: LossFn
     predict_fn: PredictFn
-    evaluate: Callable[[dict[str, np.ndarray]], tuple[dict[str, float], dict[str, Any]]]
+    evaluators: Sequence[Evaluator]
+    headline: Sequence[str]
     transform: Callable[[Record], Record] | None = None
     random_transform: Callable[[Record, np.random.Generator], Record] | None = None
-    batch_transform: Callable[[Record], Record] | None = None  # on whole host batches
+    batch_transform: Callable[[Record], Record] | None = None
     baseline: Callable[[], dict[str, Any]] | None = None
-    on_test: Callable[[dict[str, float], dict[str, Any]], dict[str, Any]] | None = None
-    evaluate_test: Callable[[dict[str, np.ndarray], dict[str, np.ndarray]],
-                            tuple[dict[str, float], dict[str, Any]]] | None = None
-    info: dict[str, Any] = dataclasses.field(default_factory=dict)  # goes into results.json
+    figures: Callable[[str, dict[str, Any]], dict[str, str]] | None = None
+    data: dict[str, Any] = dataclasses.field(default_factory=dict)
+    choices: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def evaluate(evaluators: Sequence[Evaluator], outputs: Outputs,
+             tuning: Outputs | None = None) -> tuple[Metrics, dict[str, Any]]:
+    """Every evaluator on one split; metrics and reports merged."""
+    metrics: Metrics = {}
+    report: dict[str, Any] = {}
+    for evaluator in evaluators:
+        m, r = evaluator(outputs, tuning)
+        metrics |= m
+        report |= r
+    return metrics, report
+
+
+PredictCommand = Callable[..., dict[str, Any]]
+"""predict(config, variables, input_path, output_path, batch_size, *, workdir) -> summary:
+reads new data, writes `output_path`, returns a short JSON-able summary (`jaxtrain.predict`).
+`variables` is {"params": ..., "model_state": ...} as host numpy arrays."""
+
+
+@dataclasses.dataclass(frozen=True)
+class System:
+    """One trainable system: what its package exports as `SYSTEM`."""
+
+    name: str
+    description: str  # one line, for `jaxtrain --help`
+    build: Callable[[ml_collections.ConfigDict, str], Task]
+    predict: PredictCommand
+
+
+def load_system(name: str) -> System:
+    """The system package `jaxtrain.tasks.<name>`'s `SYSTEM`; ValueError if there is none."""
+    try:
+        module = importlib.import_module(f"jaxtrain.tasks.{name}")
+    except ModuleNotFoundError as e:
+        if e.name not in (f"jaxtrain.tasks.{name}", "jaxtrain.tasks"):
+            raise  # a missing dependency inside the system, not an unknown name
+        raise ValueError(f"unknown task {name!r} (config.task); known: "
+                         f"{', '.join(system_names())}") from None
+    return module.SYSTEM
+
+
+def system_names() -> list[str]:
+    """The system packages installed under jaxtrain/tasks."""
+    import pkgutil
+
+    from jaxtrain import tasks
+
+    return sorted(m.name for m in pkgutil.iter_modules(tasks.__path__) if m.ispkg)

@@ -1,6 +1,8 @@
 """The generic training loop: train, evaluate, checkpoint, resume, stop early, report.
 
 `train_and_evaluate(config, workdir, task)` works for any `Task`; main.py picks the task.
+Reading order: set-up (`setup`, with `make_state` and `train_batches`, which the benchmarks
+share), the loop (`_train`), the end of an epoch (`_end_of_epoch`), the final test (`_test`).
 """
 
 from __future__ import annotations
@@ -20,14 +22,17 @@ import ml_collections
 import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
+from jax.sharding import Mesh
 
-from jaxtrain import data as data_lib
-from jaxtrain import optim, writers
+from jaxtrain import evaluate as evaluate_lib
+from jaxtrain import files, optim, writers
 from jaxtrain import sharding as shd
 from jaxtrain.checkpoint import Checkpointer, abstract_like
-from jaxtrain.task import Task
+from jaxtrain.data import pipeline
+from jaxtrain.task import Task, evaluate
 from jaxtrain.train_step import (
     TrainState,
+    compute_dtype,
     create_sharded_state,
     make_eval_step,
     make_train_step,
@@ -80,6 +85,10 @@ class _StopFlag:
             self.signum = int(np.max(flags))
         return self.signum
 
+    def received_alone(self) -> bool:
+        """A single process may cut an evaluation pass short; several must finish it together."""
+        return jax.process_count() == 1 and bool(self.received)
+
     def _handle(self, signum: int, frame: Any) -> None:
         logging.warning("signal %d received: saving a checkpoint, then exiting", signum)
         self.received = signum
@@ -87,171 +96,6 @@ class _StopFlag:
     def restore(self) -> None:
         for s, h in self._old.items():
             signal.signal(s, h)
-
-
-def _improved(value: float, best: float | None, mode: str, min_delta: float) -> bool:
-    if best is None:
-        return True
-    return value > best + min_delta if mode == "max" else value < best - min_delta
-
-
-def evaluate_split(eval_step: Any, state: TrainState, task: Task, source: Any,
-                   config: ml_collections.ConfigDict, mesh: Any,
-                   stop: _StopFlag | None = None) -> tuple[dict[str, float], dict[str, Any]]:
-    """One pass over `source`; outputs gathered from all processes, padding dropped."""
-    return task.evaluate(predict_split(eval_step, state, task, source, config, mesh, stop))
-
-
-def predict_split(eval_step: Any, state: TrainState, task: Task, source: Any,
-                  config: ml_collections.ConfigDict, mesh: Any,
-                  stop: _StopFlag | None = None) -> dict[str, np.ndarray]:
-    """The concatenated `predict_fn` outputs of one pass over `source`, padding dropped."""
-    it = data_lib.eval_dataset(source, global_batch_size=config.train.eval_batch_size,
-                               mesh=mesh, transform=task.transform,
-                               batch_transform=task.batch_transform,
-                               read_threads=config.data.read_threads)
-    chunks: list[dict[str, np.ndarray]] = []
-    for batch in data_lib.BatchFeeder(iter(it), mesh):
-        out = eval_step(state, batch)
-        out["valid"] = batch["valid"]
-        chunks.append(multihost_utils.process_allgather(out, tiled=True))
-        if stop is not None and jax.process_count() == 1 and stop.received:
-            break  # the caller saves and exits; a partial eval is discarded
-    outputs = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
-    valid = outputs.pop("valid").astype(bool)
-    return {k: v[valid] for k, v in outputs.items()}
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Task, *,
-                       on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Trains `task` as `config` says, resuming from `workdir` if it holds a checkpoint.
-
-    `on_step(step)` runs on the host after each step is dispatched (custom logging, tests).
-    """
-    workdir = os.path.abspath(workdir)
-    is_main = jax.process_index() == 0
-    results_path = os.path.join(workdir, "results.json")
-    if os.path.exists(results_path):
-        logging.info("this run already finished; its results are in %s (use a new --workdir "
-                     "to train again)", results_path)
-        return _read_json(results_path) | {"already_finished": True}
-    mesh = shd.make_mesh(config.mesh.fsdp)
-    batch_size = config.train.batch_size
-    steps_per_epoch = len(task.train_source) // batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(f"train split has {len(task.train_source)} records, fewer than "
-                         f"train.batch_size={batch_size}")
-    total_steps = config.train.epochs * steps_per_epoch
-    tx, schedule = optim.make_optimizer(config.optim, steps_per_epoch, total_steps)
-
-    def init_state() -> TrainState:
-        params_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
-        params, model_state = task.init_fn(params_rng)
-        # Dropout masks from the configured PRNG ("rbg": XLA's RngBitGenerator, BUILD_NOTES).
-        dropout_rng = rng_with_impl(dropout_rng, config.train.rng_impl)
-        return TrainState.create(params, tx, rng=dropout_rng, model_state=model_state)
-
-    state, state_shardings = create_sharded_state(init_state, mesh, config.mesh.fsdp_min_size)
-    n_params = sum(x.size for x in jax.tree.leaves(state.params))
-    logging.info("model: %s parameters; mesh %s; %d steps/epoch, %d epochs",
-                 f"{n_params:,}", dict(mesh.shape), steps_per_epoch, config.train.epochs)
-
-    train_step = make_train_step(task.loss_fn, tx, mesh, state_shardings,
-                                 learning_rate_fn=schedule)
-    eval_step = make_eval_step(task.predict_fn, mesh, state_shardings)
-    train_it = iter(data_lib.train_dataset(
-        task.train_source, global_batch_size=batch_size, mesh=mesh, seed=config.seed,
-        num_epochs=config.train.epochs + 1, transform=task.transform,
-        random_transform=task.random_transform, batch_transform=task.batch_transform,
-        worker_count=config.data.worker_count,
-        read_threads=config.data.read_threads))
-    feeder = data_lib.BatchFeeder(train_it, mesh)
-
-    es = config.early_stopping
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), best_metric=es.metric,
-                        best_mode=es.mode, keep_every_steps=config.checkpoint.keep_every_steps)
-    loop = LoopState()
-    latest = ckpt.latest_step()
-    if latest is not None:
-        state, data_state, meta = ckpt.restore(latest, abstract_like(state, state_shardings))
-        loop = LoopState(**meta)
-        feeder.set_state(data_state)
-        logging.info("resumed from step %d (epoch %d)", latest, loop.epoch)
-
-    writer = writers.MetricWriter(workdir)
-    progress = writers.Progress(total_steps, batch_size, config.train.log_every_s)
-    stop = _StopFlag()
-    step = int(state.step)
-
-    def save(force: bool = False, metrics: dict | None = None) -> None:
-        meta = dataclasses.asdict(loop)
-        ckpt.save(step, state, feeder.get_state(), meta, metrics=metrics, force=force)
-
-    try:
-        progress.start(step)
-        sums = _DeviceSums()  # step metrics summed on device: no host sync per step
-        while True:
-            if step and step % steps_per_epoch == 0 and loop.epoch < step // steps_per_epoch:
-                sums.flush_into(loop)
-                state = _end_of_epoch(config, state, loop, eval_step, task, mesh, writer,
-                                      stop, step)
-                if not stop.signum:
-                    save(metrics={es.metric: loop.history[-1][es.metric]})
-            if step >= total_steps or loop.stopped_early or stop.poll(step):
-                break
-            batch = next(feeder)
-            state, metrics = train_step(state, batch)
-            step += 1
-            sums.add(metrics)
-            if on_step is not None:
-                on_step(step)
-            if config.checkpoint.every_steps and step % config.checkpoint.every_steps == 0 \
-                    and step % steps_per_epoch:
-                sums.flush_into(loop)
-                save()
-            if progress.due():
-                host_metrics = jax.device_get(metrics)  # waits for the step: honest rate
-                rate = progress.rate(step)
-                progress.line(step, loop.epoch, float(host_metrics["loss"]), rate)
-                writer.scalars(step, {"train/" + k: v for k, v in host_metrics.items()}
-                               | rate | _memory())
-        if stop.signum:
-            sums.flush_into(loop)
-            if ckpt.latest_step() != step:
-                save(force=True)
-            ckpt.wait()
-            raise Interrupted(stop.signum, step)
-
-        # Training is over: test the best checkpoint (by the early-stopping metric).
-        ckpt.wait()
-        best = ckpt.best_step()
-        if best is not None and best != step:
-            state, _, _ = ckpt.restore(best, abstract_like(state, state_shardings))
-        if task.evaluate_test is not None:  # e.g. a threshold tuned on val, applied to test
-            test_metrics, report = task.evaluate_test(
-                predict_split(eval_step, state, task, task.val_source, config, mesh),
-                predict_split(eval_step, state, task, task.test_source, config, mesh))
-        else:
-            test_metrics, report = evaluate_split(eval_step, state, task, task.test_source,
-                                                  config, mesh)
-        results = {"test": test_metrics, "test_report": report, "best_step": best,
-                   "final_step": step, "epochs_trained": loop.epoch,
-                   "stopped_early": loop.stopped_early, "parameters": n_params,
-                   "devices": jax.device_count(), "processes": jax.process_count(),
-                   "device_kind": jax.devices()[0].device_kind, **task.info}
-        if task.baseline is not None:
-            results["baseline"] = task.baseline()
-        if task.on_test is not None and is_main:
-            results.update(task.on_test(test_metrics, report) or {})
-        writer.scalars(step, {"test/" + k: v for k, v in test_metrics.items()})
-        if is_main:
-            writers.write_json_atomic(results_path, results)
-        return results
-    finally:
-        stop.restore()
-        writer.close()
-        ckpt.wait()
-        ckpt.close()
 
 
 class _DeviceSums:
@@ -274,61 +118,282 @@ class _DeviceSums:
         self.total, self.count = None, 0
 
 
+# ----------------------------------------------------------------------------- set-up
+def steps_per_epoch(task: Task, config: ml_collections.ConfigDict) -> int:
+    n, batch_size = len(task.train_source), config.train.batch_size
+    if n < batch_size:
+        raise ValueError(f"train split has {n} records, fewer than "
+                         f"train.batch_size={batch_size}")
+    return n // batch_size
+
+
+def make_state(task: Task, config: ml_collections.ConfigDict, mesh: Mesh, tx: Any
+               ) -> tuple[TrainState, TrainState]:
+    """The initial sharded TrainState and its shardings (params fp32; FSDP as configured)."""
+
+    def init_state() -> TrainState:
+        params_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
+        params, model_state = task.init_fn(params_rng)
+        # Dropout masks from the configured PRNG ("rbg": XLA's RngBitGenerator, BUILD_NOTES).
+        dropout_rng = rng_with_impl(dropout_rng, config.train.rng_impl)
+        return TrainState.create(params, tx, rng=dropout_rng, model_state=model_state)
+
+    return create_sharded_state(init_state, mesh, config.mesh.fsdp_min_size)
+
+
+def train_batches(task: Task, config: ml_collections.ConfigDict, mesh: Mesh, num_epochs: int
+                  ) -> Any:
+    """This process's host batches of the training input, exactly as training reads them."""
+    return iter(pipeline.train_dataset(
+        task.train_source, global_batch_size=config.train.batch_size, mesh=mesh,
+        seed=config.seed, num_epochs=num_epochs, transform=task.transform,
+        random_transform=task.random_transform, batch_transform=task.batch_transform,
+        worker_count=config.data.worker_count, read_threads=config.data.read_threads))
+
+
+def resolved_setup(task: Task, config: ml_collections.ConfigDict, mesh: Mesh
+                   ) -> dict[str, Any]:
+    """Every choice made at start-up rather than spelled out in the config: logged, and
+    written to results.json, so two runs of one config on two machines can be told apart."""
+    return {"backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
+            "devices": jax.device_count(), "processes": jax.process_count(),
+            "mesh": dict(mesh.shape),
+            "compute_dtype": jnp.dtype(compute_dtype(config.train.compute_dtype)).name,
+            "train_read": pipeline.read_mode(task.train_source, task.transform,
+                                             task.random_transform),
+            **task.choices}
+
+
+@dataclasses.dataclass
+class _Run:
+    """Everything one training run holds between set-up and the final test."""
+
+    config: ml_collections.ConfigDict
+    workdir: str
+    task: Task
+    mesh: Mesh
+    steps_per_epoch: int
+    total_steps: int
+    state: TrainState
+    shardings: TrainState
+    train_step: Any
+    eval_step: Any
+    feeder: pipeline.BatchFeeder
+    ckpt: Checkpointer
+    writer: writers.MetricWriter
+    stop: _StopFlag
+    setup: dict[str, Any]
+    loop: LoopState = dataclasses.field(default_factory=LoopState)
+
+    @property
+    def step(self) -> int:
+        return int(self.state.step)
+
+    def save(self, metrics: dict | None = None, force: bool = False) -> None:
+        self.ckpt.save(self.step, self.state, self.feeder.get_state(),
+                       dataclasses.asdict(self.loop), metrics=metrics, force=force)
+
+    def predict(self, source: Any, stoppable: bool = False) -> dict[str, np.ndarray]:
+        return evaluate_lib.predict_split(
+            self.eval_step, self.state, self.task, source, self.config, self.mesh,
+            self.stop.received_alone if stoppable else None)
+
+    def close(self) -> None:
+        self.stop.restore()
+        self.writer.close()
+        self.ckpt.wait()
+        self.ckpt.close()
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str, task: Task) -> _Run:
+    """Mesh, state, compiled steps, input and checkpoints; resumes from the latest checkpoint."""
+    mesh = shd.make_mesh(config.mesh.fsdp)
+    per_epoch = steps_per_epoch(task, config)
+    total_steps = config.train.epochs * per_epoch
+    tx, schedule = optim.make_optimizer(config.optim, per_epoch, total_steps)
+    state, shardings = make_state(task, config, mesh, tx)
+    es = config.early_stopping
+    run = _Run(
+        config=config, workdir=workdir, task=task, mesh=mesh, steps_per_epoch=per_epoch,
+        total_steps=total_steps, state=state, shardings=shardings,
+        train_step=make_train_step(task.loss_fn, tx, mesh, shardings,
+                                   learning_rate_fn=schedule),
+        eval_step=make_eval_step(task.predict_fn, mesh, shardings),
+        feeder=pipeline.BatchFeeder(train_batches(task, config, mesh, config.train.epochs + 1),
+                                    mesh),
+        ckpt=Checkpointer(os.path.join(workdir, "checkpoints"), best_metric=es.metric,
+                          best_mode=es.mode,
+                          keep_every_steps=config.checkpoint.keep_every_steps),
+        writer=writers.MetricWriter(workdir), stop=_StopFlag(),
+        setup=resolved_setup(task, config, mesh))
+    n_params = sum(x.size for x in jax.tree.leaves(state.params))
+    run.setup["parameters"] = n_params
+    logging.info("model: %s parameters; %d steps/epoch, %d epochs; set-up %s", f"{n_params:,}",
+                 per_epoch, config.train.epochs, json.dumps(run.setup, default=str))
+    latest = run.ckpt.latest_step()
+    if latest is not None:
+        run.state, data_state, meta = run.ckpt.restore(latest, abstract_like(state, shardings))
+        run.loop = LoopState(**meta)
+        run.feeder.set_state(data_state)
+        logging.info("resumed from step %d (epoch %d)", latest, run.loop.epoch)
+    return run
+
+
+# ----------------------------------------------------------------------------- the run
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Task, *,
+                       on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Trains `task` as `config` says, resuming from `workdir` if it holds a checkpoint.
+
+    `on_step(step)` runs on the host after each step is dispatched (custom logging, tests).
+    """
+    workdir = os.path.abspath(workdir)
+    results_path = os.path.join(workdir, "results.json")
+    if os.path.exists(results_path):
+        logging.info("this run already finished; its results are in %s (use a new --workdir "
+                     "to train again)", results_path)
+        with open(results_path) as f:
+            return json.load(f) | {"already_finished": True}
+    run = setup(config, workdir, task)
+    try:
+        _train(run, on_step)
+        results = _test(run)
+        if jax.process_index() == 0:
+            files.write_json_atomic(results_path, results)
+        return results
+    finally:
+        run.close()
+
+
+def _train(run: _Run, on_step: Callable[[int], None] | None) -> None:
+    """Steps until the last epoch, early stopping or a signal (then: save, `Interrupted`)."""
+    config, loop, stop = run.config, run.loop, run.stop
+    metric = config.early_stopping.metric
+    every_steps = config.checkpoint.every_steps
+    progress = writers.Progress(run.total_steps, config.train.batch_size,
+                                config.train.log_every_s)
+    progress.start(run.step)
+    sums = _DeviceSums()  # step metrics summed on device: no host sync per step
+    step = run.step
+    while True:
+        # An epoch ends at a multiple of steps_per_epoch not yet counted in loop.epoch (a run
+        # resumed from the checkpoint taken right after that epoch's evaluation skips it).
+        if step and step % run.steps_per_epoch == 0 and loop.epoch < step // run.steps_per_epoch:
+            sums.flush_into(loop)
+            _end_of_epoch(run)
+            if not stop.signum:
+                run.save(metrics={metric: loop.history[-1][metric]})
+        if step >= run.total_steps or loop.stopped_early or stop.poll(step):
+            break
+        run.state, metrics = run.train_step(run.state, next(run.feeder))
+        step += 1
+        sums.add(metrics)
+        if on_step is not None:
+            on_step(step)
+        if every_steps and step % every_steps == 0 and step % run.steps_per_epoch:
+            sums.flush_into(loop)
+            run.save()
+        if progress.due():
+            host_metrics = jax.device_get(metrics)  # waits for the step: honest rate
+            rate = progress.rate(step)
+            progress.line(step, loop.epoch, float(host_metrics["loss"]), rate)
+            run.writer.scalars(step, {"train/" + k: v for k, v in host_metrics.items()}
+                               | rate | _memory())
+    if stop.signum:
+        sums.flush_into(loop)
+        if run.ckpt.latest_step() != step:
+            run.save(force=True)
+        run.ckpt.wait()
+        raise Interrupted(stop.signum, step)
+
+
+def _end_of_epoch(run: _Run) -> None:
+    """Validation, history row, early stopping and reduce-on-plateau for one epoch."""
+    loop, config = run.loop, run.config
+    t0 = time.monotonic()
+    val_outputs = run.predict(run.task.val_source, stoppable=True)
+    if run.stop.poll(run.step):
+        return  # the pass may be partial: the caller saves and exits
+    val_metrics, _ = evaluate(run.task.evaluators, val_outputs)
+    loop.epoch += 1
+    train_means = {f"train/{k}": v / max(loop.epoch_steps, 1) for k, v in loop.epoch_sums.items()}
+    loop.epoch_sums, loop.epoch_steps = {}, 0
+    val = {f"val/{k}": v for k, v in val_metrics.items()}
+    row = {"epoch": loop.epoch, "step": run.step, **train_means, **val,
+           "lr_scale": optim.get_lr_scale(run.state.opt_state), "eval_s": time.monotonic() - t0}
+    loop.history.append(row)
+    run.writer.scalars(run.step, row)
+    run.writer.history(loop.history)
+    run.writer.flush()
+    es = config.early_stopping
+    value = row.get(es.metric)
+    if value is None or not math.isfinite(value):
+        raise ValueError(f"early_stopping.metric={es.metric!r} is not a finite validation "
+                         f"metric; available: {sorted(k for k in row if k.startswith('val/'))}")
+    _early_stopping(loop, value, es)
+    if config.reduce_on_plateau.enabled:
+        _reduce_on_plateau(run, value)
+    logging.info("epoch %d: %s", loop.epoch,
+                 " ".join(f"{k}={v:.4f}" for k, v in row.items()
+                          if isinstance(v, float) and k.startswith(("val/", "train/loss"))))
+
+
+def _improved(value: float, best: float | None, mode: str, min_delta: float) -> bool:
+    if best is None:
+        return True
+    return value > best + min_delta if mode == "max" else value < best - min_delta
+
+
+def _early_stopping(loop: LoopState, value: float, es: ml_collections.ConfigDict) -> None:
+    if _improved(value, loop.best_value, es.mode, es.min_delta):
+        loop.best_value, loop.epochs_since_best = value, 0
+        return
+    loop.epochs_since_best += 1
+    if es.patience > 0 and loop.epochs_since_best >= es.patience:
+        loop.stopped_early = True
+        logging.info("early stopping: %s did not improve for %d epochs", es.metric, es.patience)
+
+
+def _reduce_on_plateau(run: _Run, value: float) -> None:
+    loop, es, plateau = run.loop, run.config.early_stopping, run.config.reduce_on_plateau
+    if _improved(value, loop.plateau_best, es.mode, es.min_delta):
+        loop.plateau_best, loop.epochs_since_plateau_best = value, 0
+        return
+    loop.epochs_since_plateau_best += 1
+    if loop.epochs_since_plateau_best >= plateau.patience:
+        scale = optim.get_lr_scale(run.state.opt_state) * plateau.factor
+        run.state = run.state.replace(opt_state=optim.set_lr_scale(run.state.opt_state, scale))
+        loop.epochs_since_plateau_best = 0
+        logging.info("reduce on plateau: learning-rate scale now %.3g", scale)
+
+
+def _test(run: _Run) -> dict[str, Any]:
+    """The best checkpoint (by the early-stopping metric) on test; predictions saved."""
+    run.ckpt.wait()
+    task, is_main, final_step = run.task, jax.process_index() == 0, run.step
+    best = run.ckpt.best_step()
+    if best is not None and best != final_step:
+        run.state, _, _ = run.ckpt.restore(best, abstract_like(run.state, run.shardings))
+    val_outputs = run.predict(task.val_source)
+    test_outputs = run.predict(task.test_source)
+    test_metrics, report = evaluate(task.evaluators, test_outputs, val_outputs)
+    results = {"test": test_metrics, "test_report": report, "headline": list(task.headline),
+               "best_step": best, "final_step": final_step, "epochs_trained": run.loop.epoch,
+               "stopped_early": run.loop.stopped_early, "setup": run.setup, "data": task.data}
+    if task.baseline is not None:
+        results["baseline"] = task.baseline()
+    if is_main:
+        results["predictions"] = {split: evaluate_lib.save_predictions(run.workdir, split, out)
+                                  for split, out in (("val", val_outputs),
+                                                     ("test", test_outputs))}
+        if task.figures is not None:
+            results["figures"] = task.figures(run.workdir, report)
+    run.writer.scalars(final_step, {"test/" + k: v for k, v in test_metrics.items()})
+    return results
+
+
 def _memory() -> dict[str, float]:
     out = {"memory/host_peak_mb": writers.host_memory_mb()}
     dev = writers.device_memory_mb()
     if dev is not None:
         out["memory/device_mb"] = dev
     return out
-
-
-def _end_of_epoch(config: ml_collections.ConfigDict, state: TrainState, loop: LoopState,
-                  eval_step: Any, task: Task, mesh: Any, writer: writers.MetricWriter,
-                  stop: _StopFlag, step: int) -> TrainState:
-    """Validation, history row, early stopping and reduce-on-plateau for one epoch."""
-    t0 = time.monotonic()
-    val_metrics, _ = evaluate_split(eval_step, state, task, task.val_source, config, mesh, stop)
-    if stop.poll(step):
-        return state
-    loop.epoch += 1
-    train_means = {f"train/{k}": v / max(loop.epoch_steps, 1) for k, v in loop.epoch_sums.items()}
-    loop.epoch_sums, loop.epoch_steps = {}, 0
-    val = {f"val/{k}": v for k, v in val_metrics.items()}
-    row = {"epoch": loop.epoch, "step": step, **train_means, **val,
-           "lr_scale": optim.get_lr_scale(state.opt_state), "eval_s": time.monotonic() - t0}
-    loop.history.append(row)
-    writer.scalars(step, row)
-    writer.history(loop.history)
-    writer.flush()
-    es, plateau = config.early_stopping, config.reduce_on_plateau
-    value = row.get(es.metric)
-    if value is None or not math.isfinite(value):
-        raise ValueError(f"early_stopping.metric={es.metric!r} is not a finite validation "
-                         f"metric; available: {sorted(k for k in row if k.startswith('val/'))}")
-    if _improved(value, loop.best_value, es.mode, es.min_delta):
-        loop.best_value, loop.epochs_since_best = value, 0
-    else:
-        loop.epochs_since_best += 1
-        if es.patience > 0 and loop.epochs_since_best >= es.patience:
-            loop.stopped_early = True
-            logging.info("early stopping: %s did not improve for %d epochs", es.metric,
-                         es.patience)
-    if plateau.enabled:
-        if _improved(value, loop.plateau_best, es.mode, es.min_delta):
-            loop.plateau_best, loop.epochs_since_plateau_best = value, 0
-        else:
-            loop.epochs_since_plateau_best += 1
-            if loop.epochs_since_plateau_best >= plateau.patience:
-                scale = optim.get_lr_scale(state.opt_state) * plateau.factor
-                state = state.replace(opt_state=optim.set_lr_scale(state.opt_state, scale))
-                loop.epochs_since_plateau_best = 0
-                logging.info("reduce on plateau: learning-rate scale now %.3g", scale)
-    logging.info("epoch %d: %s", loop.epoch,
-                 " ".join(f"{k}={v:.4f}" for k, v in row.items()
-                          if isinstance(v, float) and k.startswith(("val/", "train/loss"))))
-    return state
-
-
-def _read_json(path: str) -> dict[str, Any]:
-    with open(path) as f:
-        return json.load(f)

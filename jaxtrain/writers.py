@@ -6,10 +6,8 @@ Only process 0 writes shared files; every process logs its own progress line.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import resource
-import tempfile
 import time
 from typing import Any
 
@@ -17,20 +15,7 @@ import jax
 import numpy as np
 from absl import logging
 
-
-def write_json_atomic(path: str, obj: Any) -> None:
-    """Write-then-rename, so a reader (or a crash) never sees a half-written file."""
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=_to_builtin)
-    os.replace(tmp, path)
-
-
-def _to_builtin(x: Any) -> Any:
-    if isinstance(x, np.generic | np.ndarray | jax.Array):
-        return np.asarray(x).tolist()
-    raise TypeError(f"not JSON serialisable: {type(x)}")
+from jaxtrain import files
 
 
 def host_memory_mb() -> float:
@@ -63,25 +48,15 @@ class MetricWriter:
             if v is not None and np.ndim(v) == 0 and np.isfinite(v):
                 self._tb.add_scalar(k, float(v), global_step=step)
 
-    def text(self, step: int, tag: str, text: str) -> None:
-        if self.enabled:
-            self._tb.add_text(tag, text, global_step=step)
-
-    def figure(self, step: int, tag: str, figure: Any) -> None:
-        if self.enabled:
-            self._tb.add_figure(tag, figure, global_step=step)
-
     def history(self, rows: list[dict[str, Any]]) -> None:
         """Rewrites history.csv from the full list (kept in checkpoints, so resumes agree)."""
         if not self.enabled or not rows:
             return
         keys = list(dict.fromkeys(k for r in rows for k in r))
-        tmp = self.history_path + ".tmp"
-        with open(tmp, "w", newline="") as f:
+        with files.atomic_path(self.history_path) as tmp, open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=keys)
             w.writeheader()
             w.writerows(rows)
-        os.replace(tmp, self.history_path)
 
     def flush(self) -> None:
         if self._tb is not None:

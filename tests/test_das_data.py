@@ -11,19 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxtrain.tasks import das_data
-from jaxtrain.tasks.das_data import (
-    LAYOUTS,
-    DASLayout,
-    augment,
-    augment_batch,
-    build_window_index,
-    generate,
-    load_labels,
-    normalize_per_channel,
-    open_recording,
-    split_files_stratified,
-)
+from jaxtrain.tasks.das import windows
+from jaxtrain.tasks.das.augment import augment, augment_batch
+from jaxtrain.tasks.das.labels import load_labels
+from jaxtrain.tasks.das.reader import LAYOUTS, DASLayout, open_recording
+from jaxtrain.tasks.das.schema import CLASS_NAMES, FORMAT
+from jaxtrain.tasks.das.synthetic import generate
+from jaxtrain.tasks.das.task import split_files
+from jaxtrain.tasks.das.windows import build_window_index, normalize_per_channel
 
 FS, SECONDS, CHANNELS = 250.0, 20.0, 16
 TINY = dict(num_files=4, duration_s=SECONDS, num_channels=CHANNELS, sampling_rate=FS)
@@ -54,12 +49,12 @@ def test_generated_layout_attrs_and_chunking(tiny):
             assert ds.shape == (n, CHANNELS) and ds.dtype == dtype
             assert ds.chunks == (1024, CHANNELS)  # ~one window of all channels per chunk
             assert [str(v) for v in ds.attrs["dimensions"]] == ["time", "channel"]
-            assert f.attrs["format"] == das_data.FORMAT
+            assert f.attrs["format"] == FORMAT
             assert f.attrs["sampling_rate_hz"] == FS and f.attrs["channel_spacing_m"] == 10.0
             start = dt.datetime.fromisoformat(f.attrs["start_time"])
             assert start.timestamp() == pytest.approx(f.attrs["start_time_unix"], abs=1e-3)
             assert ("scale_factor" in f.attrs) == (dtype == "int16")
-    assert not [p for p in os.listdir(os.path.dirname(i16[0])) if p.endswith(".tmp")]
+    assert not [p for p in os.listdir(os.path.dirname(i16[0])) if ".tmp" in p]
 
 
 def test_int16_scale_round_trip(tiny):
@@ -192,13 +187,13 @@ def test_window_index_counts_cache_and_rebuild(tiny, tmp_path, monkeypatch):
     np.testing.assert_array_equal(np.bincount(index[:, 0]), [per_file] * 3)
 
     opened = []
-    real_open = das_data.open_recording
+    real_open = windows.open_recording
 
     def counting_open(*args, **kwargs):
         opened.append(args[0])
         return real_open(*args, **kwargs)
 
-    monkeypatch.setattr(das_data, "open_recording", counting_open)
+    monkeypatch.setattr(windows, "open_recording", counting_open)
     np.testing.assert_array_equal(build_window_index(files, "jaxtrain", 1024, 512,
                                                      cache_path=cache), index)
     assert opened == []  # served from the cache: no file was opened
@@ -227,20 +222,22 @@ def test_window_index_short_file_has_no_windows(tmp_path):
 
 
 # ----------------------------------------------------------------------------- splits
-def test_split_is_by_file_and_stratified():
-    labels = {f"f{i:02d}.h5": ("earthquake", "quarry_blast", "noise")[i % 3] for i in range(30)}
-    splits = split_files_stratified(labels, (0.7, 0.2, 0.1), seed=0)
+def test_split_is_by_file_stratified_and_unchanged():
+    labels = [CLASS_NAMES[i % 3] for i in range(30)]  # file i's label, files in name order
+    splits = split_files(labels, (0.7, 0.2, 0.1), seed=0)
     assert set(splits) == {"train", "val", "test"}
-    seen = [f for files in splits.values() for f in files]
-    assert len(seen) == len(set(seen)) == 30
+    seen = np.concatenate(list(splits.values()))
+    assert sorted(seen) == list(range(30))  # every file in exactly one split
     for files in splits.values():
-        assert {labels[f] for f in files} == {"earthquake", "quarry_blast", "noise"}
+        assert {labels[f] for f in files} == set(CLASS_NAMES)
     assert [len(v) for v in splits.values()] == [21, 6, 3]
-    shuffled = dict(reversed(list(labels.items())))
-    assert split_files_stratified(shuffled, seed=0) == splits  # order-independent
-    assert split_files_stratified(labels, seed=1) != splits
-    small = split_files_stratified({"a": "x", "b": "x", "c": "y"}, seed=0)
-    assert sorted(f for v in small.values() for f in v) == ["a", "b", "c"]
+    # the files the earlier DAS splitter chose for these seeds: runs keep their test files
+    assert splits["val"].tolist() == [0, 17, 19, 22, 23, 24]
+    assert splits["test"].tolist() == [3, 5, 10]
+    assert split_files(labels, (0.7, 0.2, 0.1), seed=1)["test"].tolist() == [9, 13, 14]
+    with pytest.raises(ValueError, match="split holds no 'noise': only 2 of 12 files"):
+        split_files(["earthquake"] * 5 + ["quarry_blast"] * 5 + ["noise"] * 2, (0.7, 0.2, 0.1),
+                    seed=0)
 
 
 # ----------------------------------------------------------------------------- errors

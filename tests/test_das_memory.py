@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from benchmarks import das_memory
-from jaxtrain.tasks import das_data
+from jaxtrain.tasks.das.labels import load_labels
+from jaxtrain.tasks.das.reader import open_recording
+from jaxtrain.tasks.das.schema import CLASS_NAMES
 
 GIB = das_memory.GIB
 SIZE_GB = 0.4
@@ -29,15 +31,15 @@ def test_dataset_is_readable_looped_labelled_and_reused(dataset, tmp_path):
     assert 0.99 * SIZE_GB * GIB < size < 1.01 * SIZE_GB * GIB  # plus a little HDF5 metadata
     long = [p for p in files if "das_long" in p]
     assert len(long) == 4 and len(files) == 6
-    base, rec = das_data.open_recording(files[0]), das_data.open_recording(long[0])
+    base, rec = open_recording(files[0]), open_recording(long[0])
     assert (rec.num_channels, rec.sampling_rate, rec.scale) == (64, base.sampling_rate,
                                                                  base.scale)
     n = base.num_samples
     np.testing.assert_array_equal(  # the long file loops the generated one seamlessly
         rec.read(n - 10, n + 10), np.concatenate([base.read(n - 10, n), base.read(0, 10)], 1))
-    labels = das_data.load_labels(d)  # training can use the directory as it is
+    labels = load_labels(d)  # training can use the directory as it is
     assert sorted(labels) == sorted(os.path.basename(p) for p in files)
-    assert all(v["label"] in das_data.CLASS_NAMES for v in labels.values())
+    assert all(v["label"] in CLASS_NAMES for v in labels.values())
     mtimes = [os.stat(p).st_mtime_ns for p in files]
     assert das_memory.make_dataset(d, SIZE_GB, file_gb=0.1, generated_files=2, channels=64,
                                    log=lambda s: None) == files
@@ -71,7 +73,7 @@ def test_every_window_once_in_memory_that_does_not_grow_with_the_data(dataset):
             assert r["returncode"] == 0, r.get("error_tail")
             assert r["exactly_once"] and r["windows_read"] == r["windows"], r
             assert r["content_mismatches"] == 0 and r["passed"]
-        expected = sum((das_data.open_recording(p).num_samples - 1024) // 1024 + 1
+        expected = sum((open_recording(p).num_samples - 1024) // 1024 + 1
                        for p in files)
         assert full["windows"] == expected
         assert full["peak_processes"] >= 1 + workers

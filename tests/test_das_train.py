@@ -15,7 +15,14 @@ import numpy as np
 import pytest
 
 from jaxtrain import main, plots
-from jaxtrain.tasks import das, das_data
+from jaxtrain.tasks.das.evaluation import aggregate_files, file_decision
+from jaxtrain.tasks.das.labels import load_labels, window_labels
+from jaxtrain.tasks.das.model import build_model
+from jaxtrain.tasks.das.reader import list_recordings, open_recording
+from jaxtrain.tasks.das.schema import CLASS_NAMES, NOISE
+from jaxtrain.tasks.das.synthetic import generate
+from jaxtrain.tasks.das.task import build
+from jaxtrain.tasks.das.windows import DASWindowSource, build_window_index
 from tests.fire_test_config import ROOT, load_config
 
 CHANNELS, WINDOW = 8, 256
@@ -24,7 +31,7 @@ CHANNELS, WINDOW = 8, 256
 def tiny_das_config(cache_dir: str, model: str = "tcn", **train):
     c = load_config("das", model)
     c.data.cache_dir = cache_dir
-    c.data.num_files = 12  # 5 earthquake, 5 blast, 2 noise files
+    c.data.num_files = 15  # 6 earthquake, 6 blast, 3 noise files: each class in each split
     c.data.duration_s = 20.0
     c.data.num_channels = CHANNELS
     c.data.window = WINDOW  # ~1 s
@@ -46,18 +53,27 @@ def tiny_das_config(cache_dir: str, model: str = "tcn", **train):
     return c
 
 
+def _numpy_params(shapes):
+    """Random parameters of the given shapes, drawn with numpy: a model's own init compiles
+    one threefry draw per weight (seconds each on CPU), and these tests need only values."""
+    rng = np.random.default_rng(0)
+    return jax.tree.map(lambda s: jnp.asarray(
+        rng.normal(size=s.shape) / np.sqrt(max(1, np.prod(s.shape[:-1]))), s.dtype), shapes)
+
+
 # ----------------------------------------------------------------------------- models
 @pytest.mark.parametrize("name,low,high", [("tcn", 30_000, 80_000), ("bilstm", 20_000, 60_000),
                                            ("transformer", 100_000, 300_000)])
 def test_default_models_shapes_and_sizes(name, low, high):
     config = load_config("das", name)
-    model = das.build_model(config)
+    model = build_model(config)
     full = jax.ShapeDtypeStruct((1, 64, 1024), jnp.float32)  # the default window, shapes only
     shapes = jax.eval_shape(lambda x: model.init({"params": jax.random.key(0)}, x), full)
     n = sum(p.size for p in jax.tree.leaves(shapes["params"]))
     assert low <= n <= high, n  # small enough for 2 CPU cores, not trivially small
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 64, 256)), jnp.float32)
-    params = jax.jit(model.init)({"params": jax.random.key(0)}, x[:1])["params"]
+    params = _numpy_params(jax.eval_shape(
+        lambda: model.init({"params": jax.random.key(0)}, x[:1]))["params"])
     apply = jax.jit(model.apply, static_argnames="train")
     logits = apply({"params": params}, x)
     assert logits.shape == (2, 3) and logits.dtype == jnp.float32
@@ -67,7 +83,7 @@ def test_default_models_shapes_and_sizes(name, low, high):
     train_out = apply({"params": params}, x, train=True, rngs={"dropout": jax.random.key(1)})
     assert not np.allclose(train_out, logits)
     config.train.compute_dtype = "bfloat16"
-    out16 = jax.eval_shape(das.build_model(config).apply, {"params": params}, x)
+    out16 = jax.eval_shape(build_model(config).apply, {"params": params}, x)
     assert out16.dtype == jnp.float32  # logits upcast whatever the compute dtype
 
 
@@ -75,7 +91,7 @@ def test_unknown_model_is_rejected():
     config = load_config("das", "tcn")
     config.model.name = "cnn"
     with pytest.raises(ValueError, match="cnn"):
-        das.build_model(config)
+        build_model(config)
     with pytest.raises(ValueError, match="gru"):
         load_config("das", "gru")
 
@@ -85,33 +101,36 @@ def test_augmentation_runs_where_configured(where, cache_dir, tmp_path):
     config = tiny_das_config(cache_dir)
     config.augment.where = where
     config.model.dropout = 0.0  # the key then only drives the augmentation
-    task = das.build(config, str(tmp_path))
+    task = build(config, str(tmp_path))
     assert (task.random_transform is None) == (where == "step")
     records = [task.transform(task.train_source[i]) for i in range(8)]
     batch = {k: jnp.stack([r[k] for r in records]) for k in records[0]}
-    params, model_state = task.init_fn(jax.random.key(0))
+    params, model_state = jax.eval_shape(task.init_fn, jax.random.key(0))
+    params = _numpy_params(params)
     loss = jax.jit(task.loss_fn)
     a, b = (float(loss(params, model_state, batch, jax.random.key(k))[0]) for k in (1, 2))
     assert np.isfinite(a) and np.isfinite(b)
     assert (a != b) == (where == "step")  # host path: the batch came in already augmented
+    assert task.choices["augment.where"] == where
     config.augment.where = "gpu"
     with pytest.raises(ValueError, match=r"augment\.where"):
-        das.build(config, str(tmp_path))
+        build(config, str(tmp_path))
 
 
 # ----------------------------------------------------------------------------- data
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("das_src")
-    das_data.generate(root, num_files=4, duration_s=16, num_channels=CHANNELS, seed=2)
+    generate(root, num_files=4, duration_s=16, num_channels=CHANNELS, seed=2)
     return root
 
 
 def test_window_source_records_labels_and_pickling(tiny_dir, tmp_path):
-    src = das_data.DASWindowSource.from_directory(tiny_dir, window=WINDOW, stride=128,
-                                                  cache_path=tmp_path / "idx.npz",
-                                                  max_open_files=2)
-    labels = das_data.load_labels(tiny_dir)
+    files = list_recordings(tiny_dir)
+    index = build_window_index(files, "jaxtrain", WINDOW, 128, cache_path=tmp_path / "idx.npz")
+    labels = load_labels(tiny_dir)
+    src = DASWindowSource(files, index, window=WINDOW, max_open_files=2,
+                          labels=window_labels(index, files, labels, WINDOW, 250.0))
     assert len(src) == 4 * ((16 * 250 - WINDOW) // 128 + 1)
     r = src[7]
     assert r["x"].shape == (CHANNELS, WINDOW) and r["x"].dtype == np.float32
@@ -121,35 +140,35 @@ def test_window_source_records_labels_and_pickling(tiny_dir, tmp_path):
     np.testing.assert_allclose(r["x"][live].std(-1), 1.0, rtol=1e-3)  # normalized
     for i in range(len(src)):  # more files than handles: the LRU closes and reopens
         src[i]
-    assert len(src._open) == 2
+    assert len(src._recordings) == 2
     clone = pickle.loads(pickle.dumps(src))
-    assert clone._open == {}
+    assert len(clone._recordings) == 0
     np.testing.assert_array_equal(clone[5]["x"], src[5]["x"])
     # window labels follow the events: event windows overlap [first_arrival, end]
     for f, path in enumerate(src.files):
         entry = labels[os.path.basename(path)]
         mine = src.labels[src.index[:, 0] == f]
         if entry["label"] == "noise":
-            assert (mine == das_data.NOISE).all()
+            assert (mine == NOISE).all()
             continue
-        assert (mine == das_data.CLASS_NAMES.index(entry["label"])).any()
+        assert (mine == CLASS_NAMES.index(entry["label"])).any()
         starts = src.index[src.index[:, 0] == f, 1] / 250.0
         for s, lab in zip(starts, mine, strict=True):
             overlap = max(min(s + WINDOW / 250, ev["end_s"]) - max(s, ev["first_arrival_s"])
                           for ev in entry["events"])
-            assert (lab != das_data.NOISE) == (overlap >= 1.0), (s, lab, overlap)
+            assert (lab != NOISE) == (overlap >= 1.0), (s, lab, overlap)
 
 
 def test_file_decision_rule():
     noise_only = np.array([[0.1, 0.1, 0.8], [0.2, 0.1, 0.7]])
-    assert das_data.file_decision(noise_only)[0] == das_data.NOISE
+    assert file_decision(noise_only)[0] == NOISE
     blast = np.array([[0.05, 0.05, 0.9], [0.2, 0.7, 0.1], [0.1, 0.5, 0.4], [0.3, 0.1, 0.6]])
-    decision, scores = das_data.file_decision(blast)
+    decision, scores = file_decision(blast)
     assert decision == 1 and scores.argmax() == 1 and scores.sum() == pytest.approx(1.0)
-    assert das_data.file_decision(blast, event_threshold=0.95)[0] == das_data.NOISE
-    ids, dec, _ = das_data.aggregate_files(np.array([3, 3, 0, 0]), np.concatenate(
+    assert file_decision(blast, event_threshold=0.95)[0] == NOISE
+    ids, dec, _ = aggregate_files(np.array([3, 3, 0, 0]), np.concatenate(
         [noise_only, blast[1:3]])[[2, 3, 0, 1]])
-    assert ids.tolist() == [0, 3] and dec.tolist() == [das_data.NOISE, 1]
+    assert ids.tolist() == [0, 3] and dec.tolist() == [NOISE, 1]
 
 
 def test_confusion_png_is_valid(tmp_path):
@@ -184,7 +203,7 @@ def _check_learned(workdir, results):
     # always answering "noise" has macro F1 = F1(noise) / 3 < 0.33
     assert test["macro_f1"] > 0.45, test
     assert 0.0 <= test["file_accuracy"] <= 1.0
-    assert counts[das_data.NOISE] == counts.max()
+    assert counts[NOISE] == counts.max()
 
 
 def test_tcn_learns_and_writes_report_and_png(tcn_run):
@@ -199,11 +218,15 @@ def test_tcn_learns_and_writes_report_and_png(tcn_run):
     assert on_disk["test"]["file_accuracy"] == pytest.approx(np.trace(file_cm) / file_cm.sum())
     assert set(on_disk["test"]) >= {"file_accuracy", "file_macro_f1", "roc_auc_ovr",
                                     "earthquake_precision", "file_quarry_blast_recall"}
+    assert sorted(on_disk["figures"]) == ["confusion_matrix", "confusion_matrix_windows"]
     for name in ("confusion_matrix.png", "confusion_matrix_windows.png"):
         with open(os.path.join(workdir, name), "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     splits = on_disk["data"]["splits"]
     assert not set(splits["train"]) & set(splits["test"])  # whole files per split
+    assert {row["true"] for row in report["files"]} == set(CLASS_NAMES)  # each class tested
+    assert on_disk["setup"]["model"] == "tcn" and on_disk["setup"]["augment.where"] == "host"
+    assert on_disk["headline"][:2] == ["file_accuracy", "file_macro_f1"]
 
 
 @pytest.mark.parametrize("model", ["bilstm", "transformer"])
@@ -227,7 +250,7 @@ def test_predict_cli_reports_bad_files_and_predicts_good_ones(tcn_run, tmp_path)
     inputs = tmp_path / "new"
     inputs.mkdir()
     good = shutil.copy(os.path.join(data_dir, good_name), inputs / "a_good.h5")
-    x = das_data.open_recording(good).read(0, 3000).T.copy()
+    x = open_recording(good).read(0, 3000).T.copy()
     x[1500, 2] = np.nan
     with h5py.File(inputs / "b_nan.h5", "w") as f:  # right layout, float32, one NaN
         f.attrs["sampling_rate_hz"] = 250.0
@@ -243,20 +266,20 @@ def test_predict_cli_reports_bad_files_and_predicts_good_ones(tcn_run, tmp_path)
     with open(out) as f:
         rows = {os.path.basename(row["file"]): row for row in csv.DictReader(f)}
     assert rows["a_good.h5"]["status"] == "ok"
-    assert rows["a_good.h5"]["prediction"] in das_data.CLASS_NAMES
+    assert rows["a_good.h5"]["prediction"] in CLASS_NAMES
     assert rows["b_nan.h5"]["status"] == "error" and "b_nan.h5" in rows["b_nan.h5"]["error"]
     assert "sample 1500" in rows["b_nan.h5"]["error"]
     assert rows["c_layout.h5"]["status"] == "error"
     assert "strain_rate" in rows["c_layout.h5"]["error"]
     with open(tmp_path / "preds.windows.csv") as f:
         windows = list(csv.DictReader(f))
-    n_samples = das_data.open_recording(good).num_samples
+    n_samples = open_recording(good).num_samples
     assert len(windows) == int(rows["a_good.h5"]["num_windows"]) == (n_samples - WINDOW) // 128 + 1
     assert {os.path.basename(w["file"]) for w in windows} == {"a_good.h5"}
-    probs = np.array([[float(w[f"p_{c}"]) for c in das_data.CLASS_NAMES] for w in windows])
+    probs = np.array([[float(w[f"p_{c}"]) for c in CLASS_NAMES] for w in windows])
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-4)
-    decision, _ = das_data.file_decision(probs)
-    assert rows["a_good.h5"]["prediction"] == das_data.CLASS_NAMES[decision]
+    decision, _ = file_decision(probs)
+    assert rows["a_good.h5"]["prediction"] == CLASS_NAMES[decision]
     # streamed block reads give the decision the training run's test pass gave this file
     tested = {row["file"]: row for row in results["test_report"]["files"]}[good_name]
     assert rows["a_good.h5"]["prediction"] == tested["predicted"]

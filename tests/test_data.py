@@ -8,9 +8,11 @@ import jax
 import numpy as np
 import pytest
 
-from jaxtrain import data as data_lib
-from jaxtrain import sharding
-from jaxtrain.data import BatchFeeder, HDF5WindowSource, eval_dataset, split_windows, train_dataset
+from jaxtrain import files, sharding
+from jaxtrain.data import splits, synthetic
+from jaxtrain.data.hdf5 import HDF5WindowSource, PerProcess
+from jaxtrain.data.pipeline import BatchFeeder, eval_dataset, read_mode, train_dataset
+from jaxtrain.data.splits import split_groups, split_windows
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +39,7 @@ def test_window_content_and_pickling(h5):
         assert r["y"] == f["s1/y"][499]
     assert r["stream"] == 1
     clone = pickle.loads(pickle.dumps(src))  # what grain does to reach a worker process
-    assert clone._files == {} and clone._arrays == {}
+    assert len(clone._files) == 0 and len(clone._arrays) == 0
     np.testing.assert_array_equal(clone[0]["x"], src[0]["x"])
 
 
@@ -52,7 +54,7 @@ def test_in_memory_budget_changes_speed_not_records(h5, budget):
         for k in a:
             np.testing.assert_array_equal(a[k], b[k])
     assert src._loaded_bytes <= budget
-    in_ram = sum(isinstance(v, np.ndarray) for v in src._arrays.values())
+    in_ram = sum(isinstance(v, np.ndarray) for v in src._arrays._items.values())
     assert in_ram == {0: 0, 6_000: 1, 2**30: 4}[budget]  # x is 6,000 bytes, y 500
     src[0]["x"][:] = -1  # a record is a copy: changing it never changes the cached series
     assert src[0]["x"][0, 0] == 0
@@ -68,6 +70,7 @@ def test_batched_reads_give_the_per_record_records(h5, budget):
     kw = dict(global_batch_size=16, mesh=sharding.make_mesh(), seed=3, num_epochs=2)
     per_record = list(train_dataset(src, **kw, transform=lambda r: r))
     batched = list(train_dataset(src, **kw))
+    assert read_mode(src) == "batches" and read_mode(src, lambda r: r) == "records"
     assert len(batched) == len(per_record) == 2 * 96 // 16
     for a, b in zip(batched, per_record, strict=True):
         assert a.keys() == b.keys()
@@ -159,9 +162,19 @@ def test_eval_pass_is_padded_and_masked(h5):
     np.testing.assert_array_equal(ends, np.arange(9, 46) * 3)  # in order, each once
 
 
-def test_generated_once_reuses_until_the_generator_changes(tmp_path):
-    generator = tmp_path / "gen.py"
-    generator.write_text("v1")
+def test_generated_once_reuses_until_the_generator_or_its_parameters_change(tmp_path):
+    module = tmp_path / "jt_fake_generator.py"
+    module.write_text("VERSION = 1\n")
+    import importlib.util
+    import sys
+
+    def load():
+        spec = importlib.util.spec_from_file_location("jt_fake_generator", module)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["jt_fake_generator"] = mod  # inspect.getsource looks modules up here
+        spec.loader.exec_module(mod)
+        return mod
+
     calls = []
 
     def make(path):
@@ -169,12 +182,77 @@ def test_generated_once_reuses_until_the_generator_changes(tmp_path):
         with open(path, "w") as f:
             f.write("data")
 
-    kw = dict(cache_dir=str(tmp_path / "cache"), generator_file=str(generator), make=make)
-    first = data_lib.generated_once("set-{version}.h5", **kw)
-    assert data_lib.generated_once("set-{version}.h5", **kw) == first and len(calls) == 1
-    generator.write_text("v2")  # an edited generator never reuses stale data
-    second = data_lib.generated_once("set-{version}.h5", **kw)
-    assert second != first and len(calls) == 2 and os.path.exists(second)
-    assert data_lib.configured_or_generated("", "data", lambda: second) == second
+    def generated(params):
+        return synthetic.generated_once("set-{version}.h5", cache_dir=str(tmp_path / "cache"),
+                                        generator=load(), params=params, make=make)
+
+    first = generated({"n": 1})
+    assert generated({"n": 1}) == first and len(calls) == 1
+    assert generated({"n": 2}) != first and len(calls) == 2  # other parameters: other data
+    module.write_text("VERSION = 2\n")  # an edited generator never reuses stale data
+    second = generated({"n": 1})
+    assert second != first and len(calls) == 3 and os.path.exists(second)
+    assert synthetic.configured_or_generated("", "data", lambda: second) == second
     with pytest.raises(FileNotFoundError, match=r"nope\.h5"):
-        data_lib.configured_or_generated(str(tmp_path / "nope.h5"), "data file", lambda: second)
+        synthetic.configured_or_generated(str(tmp_path / "nope.h5"), "data file", lambda: second)
+
+
+def test_split_groups_is_stratified_grouped_and_deterministic():
+    strata = ["quake"] * 20 + ["blast"] * 10 + ["noise"] * 5
+    a = split_groups(strata, (0.7, 0.2, 0.1), rng=np.random.default_rng(4))
+    b = split_groups(list(reversed(strata))[::-1], (0.7, 0.2, 0.1), rng=np.random.default_rng(4))
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    groups = np.concatenate(list(a.values()))
+    assert sorted(groups) == list(range(35))  # every group in exactly one split
+    count = {k: {c: sum(strata[g] == c for g in v) for c in set(strata)} for k, v in a.items()}
+    assert count["train"] == {"quake": 14, "blast": 7, "noise": 3}  # each class cut 70/20/10
+    assert count["val"] == {"quake": 4, "blast": 2, "noise": 1}
+    assert count["test"] == {"quake": 2, "blast": 1, "noise": 1}  # at least one per split
+
+
+def test_split_groups_names_the_class_and_split_it_cannot_fill():
+    with pytest.raises(ValueError, match=r"the val split holds no 'fire': only 2 of 12 files"):
+        split_groups([0] * 10 + [1] * 2, (0.7, 0.15, 0.15), rng=np.random.default_rng(0),
+                     class_names={1: "fire"}, what="files")
+    # a split with fraction 0 needs nothing; a class held by other groups' members is enough
+    split_groups([0] * 10 + [1] * 2, (0.8, 0.2, 0.0), rng=np.random.default_rng(0))
+    split_groups([0] * 9 + [1], (0.7, 0.2, 0.1), rng=np.random.default_rng(0),
+                 classes=[{0, 1}] * 9 + [{1}])
+
+
+def test_split_counts_round_by_largest_remainder_with_one_per_split():
+    assert splits.split_counts(10, (0.7, 0.15, 0.15)) == [7, 1, 2]  # ties: the later split
+    assert splits.split_counts(3, (0.98, 0.01, 0.01)) == [1, 1, 1]
+    assert splits.split_counts(2, (0.5, 0.5, 0.0)) == [1, 1, 0]
+
+
+class _Handle:
+    def __init__(self, key):
+        self.key, self.closed = key, False
+
+    def close(self):
+        self.closed = True
+
+
+def test_per_process_handles_are_lru_bounded_and_never_pickled(h5, tmp_path):
+    cache = PerProcess(_Handle, max_open=2)
+    a, b = cache.get("a"), cache.get("b")
+    assert cache.get("a") is a  # reused
+    cache.get("c")  # evicts the least recently used: b
+    assert b.closed and not a.closed and len(cache) == 2
+    clone = pickle.loads(pickle.dumps(cache))
+    assert len(clone) == 0 and clone.get("a") is not a
+    files_cache = PerProcess(h5py.File)
+    assert files_cache.get(h5)["s0/x"].shape == (500, 3)
+    files_cache.close()
+    assert len(files_cache) == 0
+
+
+def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "results.json"
+    files.write_json_atomic(path, {"a": np.float32(1.5), "b": np.arange(2)})
+    before = path.read_bytes()
+    with pytest.raises(RuntimeError), files.atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.write("half")
+        raise RuntimeError("crash mid-write")
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["results.json"]

@@ -1,5 +1,6 @@
 """Debris segmentation: SE-U-Net size, loss terms, threshold sweep, training, inference."""
 
+import contextlib
 import json
 import os
 
@@ -10,8 +11,23 @@ import pytest
 
 from jaxtrain import checkpoint, main, metrics, optim, sharding, train_step
 from jaxtrain.models.se_unet import SEUNet, init_variables, param_count
-from jaxtrain.tasks import debris, debris_data
+from jaxtrain.tasks.debris import evaluation, marida, predict, synthetic
+from jaxtrain.tasks.debris.loss import debris_loss
+from jaxtrain.tasks.debris.task import build
 from tests.fire_test_config import load_config
+
+
+@contextlib.contextmanager
+def quick_compiles():
+    """XLA:CPU without its expensive LLVM passes: the U-Net's training step compiles in about
+    a third of the time. For tests of what is computed, not how fast; programs that run
+    long (e.g. initialising 31M parameters) are better compiled as usual."""
+    before = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", before)
 
 
 def tiny_debris_config(cache_dir: str, **data):
@@ -69,7 +85,7 @@ def test_full_width_train_step_on_cpu():
     def loss_fn(params, model_state, batch, rng):
         logits, upd = model.apply({"params": params, **model_state}, batch["image"], train=True,
                                   rngs={"dropout": rng}, mutable=["batch_stats"])
-        loss, terms = debris.debris_loss(logits, batch["mask"], class_weights=cw)
+        loss, terms = debris_loss(logits, batch["mask"], class_weights=cw)
         return loss, (terms, upd)
 
     state, shardings = train_step.create_sharded_state(init, mesh)
@@ -78,7 +94,8 @@ def test_full_width_train_step_on_cpu():
     rng = np.random.default_rng(0)
     batch = {"image": rng.normal(size=(2, 16, 16, 11)).astype(np.float32),
              "mask": rng.integers(-1, 2, size=(2, 16, 16)).astype(np.int32)}
-    new, m = step(state, sharding.make_global_batch(batch, mesh))
+    with quick_compiles():
+        new, m = step(state, sharding.make_global_batch(batch, mesh))
     assert np.isfinite(float(m["loss"])) and float(m["grad_norm"]) > 0
     assert int(new.step) == 1
     after = jax.device_get(new.model_state)
@@ -91,8 +108,8 @@ def test_loss_terms_match_hand_computation():
     logits = np.array([[[[2.0, -1.0], [0.5, 0.3]], [[-0.2, 1.4], [9.0, 9.0]]]], np.float32)
     labels = np.array([[[0, 1], [1, -1]]], np.int32)  # the last pixel is ignored
     w = np.array([0.5, 4.0], np.float32)
-    total, terms = debris.debris_loss(jnp.asarray(logits), jnp.asarray(labels),
-                                      class_weights=jnp.asarray(w))
+    loss = jax.jit(lambda x: debris_loss(x, jnp.asarray(labels), class_weights=jnp.asarray(w)))
+    total, terms = loss(jnp.asarray(logits))  # jitted: one compile, not one per operation
     lg = logits.reshape(-1, 2)[:3]
     y = labels.reshape(-1)[:3]
     p = np.exp(lg) / np.exp(lg).sum(-1, keepdims=True)
@@ -106,9 +123,7 @@ def test_loss_terms_match_hand_computation():
     np.testing.assert_allclose(float(terms["cross_entropy"]), ce, rtol=1e-5)
     np.testing.assert_allclose(float(total), 0.4 * dice + 0.4 * focal + 0.2 * ce, rtol=1e-5)
     # Ignored pixels carry no gradient.
-    g = jax.grad(lambda x: debris.debris_loss(x, jnp.asarray(labels),
-                                              class_weights=jnp.asarray(w))[0])(
-        jnp.asarray(logits))
+    g = jax.jit(jax.grad(lambda x: loss(x)[0]))(jnp.asarray(logits))
     assert np.all(np.asarray(g)[0, 1, 1] == 0) and np.any(np.asarray(g)[0, 0, 0] != 0)
 
 
@@ -138,8 +153,8 @@ def test_threshold_sweep_picks_best_f1_threshold():
     out = {"pos_hist": pos[None], "neg_hist": neg[None], "max_prob": np.array([0.95])}
     test_scores = scores * 0.5  # test behaves differently: its own best would be lower
     tpos, tneg = metrics.threshold_histograms(test_scores, labels, 100)
-    flat, report = debris.evaluate_test(out, {"pos_hist": tpos[None], "neg_hist": tneg[None],
-                                              "max_prob": np.array([0.475])})
+    flat, report = evaluation.score({"pos_hist": tpos[None], "neg_hist": tneg[None],
+                                     "max_prob": np.array([0.475])}, tuning=out)
     assert report["threshold"]["chosen"] == pytest.approx(0.63)
     assert flat["tuned_f1"] == pytest.approx(_brute_f1(test_scores, labels, 0.63))
     assert flat["debris_f1"] == pytest.approx(_brute_f1(test_scores, labels, 0.5))
@@ -151,7 +166,8 @@ def test_threshold_sweep_picks_best_f1_threshold():
 def tiny_run(tmp_path_factory, cache_dir):
     workdir = str(tmp_path_factory.mktemp("debris_run"))
     config = tiny_debris_config(cache_dir)
-    results = main.run(config, workdir)
+    with quick_compiles():
+        results = main.run(config, workdir)
     return config, workdir, results
 
 
@@ -172,18 +188,22 @@ def test_tiny_run_learns(tiny_run):
     with open(os.path.join(workdir, "results.json")) as f:
         on_disk = json.load(f)
     assert 0 < on_disk["test_report"]["threshold"]["chosen"] < 1
-    assert on_disk["parameters"] == param_count(base_width=8)
+    assert on_disk["setup"]["parameters"] == param_count(base_width=8)
+
+
+def _trained_variables(config, workdir: str) -> dict:
+    """What jaxtrain.predict.load_run does (that module's absl flags clash with main's here)."""
+    state, _ = checkpoint.load_for_inference(os.path.join(workdir, "checkpoints"),
+                                             best_metric=config.early_stopping.metric,
+                                             best_mode=config.early_stopping.mode)
+    return {"params": state["params"], "model_state": state["model_state"]}
 
 
 def test_predict_blends_windows_and_writes_tiles(tiny_run, tmp_path):
     import tifffile
 
     config, workdir, _ = tiny_run
-    # What jaxtrain.predict.load_run does (that module's absl flags clash with main's here).
-    state, _ = checkpoint.load_for_inference(os.path.join(workdir, "checkpoints"),
-                                             best_metric=config.early_stopping.metric,
-                                             best_mode=config.early_stopping.mode)
-    variables = {"params": state["params"], "model_state": state["model_state"]}
+    variables = _trained_variables(config, workdir)
     rng = np.random.default_rng(0)
     tile = rng.uniform(0.0, 0.1, size=(11, 32, 80)).astype(np.float32)  # MARIDA: band-first
     tile[:, 3, 5] = np.nan
@@ -191,9 +211,9 @@ def test_predict_blends_windows_and_writes_tiles(tiny_run, tmp_path):
     inp.mkdir(parents=True)
     tifffile.imwrite(inp / "S2_1-1-20_ABC_0.tif", tile)
     tifffile.imwrite(inp / "S2_1-1-20_ABC_0_cl.tif", np.zeros((32, 80), np.uint8))  # skipped
-    debris_data.generate(str(tmp_path / "in" / "more.h5"), num_patches=3, size=48)
+    synthetic.generate(str(tmp_path / "in" / "more.h5"), num_patches=3, size=48)
     out = tmp_path / "out"
-    summary = debris.predict(config, variables, str(tmp_path / "in"), str(out), batch_size=4)
+    summary = predict.predict(config, variables, str(tmp_path / "in"), str(out), batch_size=4)
     assert summary["inputs"] == 2 and summary["tiles"] == 4
     prob = tifffile.imread(out / "patches__S2_1-1-20_ABC__S2_1-1-20_ABC_0_prob.tif")
     mask = tifffile.imread(out / "patches__S2_1-1-20_ABC__S2_1-1-20_ABC_0_mask.tif")
@@ -207,8 +227,8 @@ def test_predict_blends_windows_and_writes_tiles(tiny_run, tmp_path):
     x = np.moveaxis(tile, 0, -1)
     x = np.where(np.isfinite(x), x, norm["mean"])
     x = (x - norm["mean"]) / norm["std"]
-    direct = np.asarray(debris.make_predict_batch(config, variables)(
-        np.stack([x[:, s:s + 32] for s in (0, 24, 48)]).astype(np.float32)))
+    direct = np.asarray(predict.make_predict_batch(config, variables)(  # batch 4, as above
+        np.stack([x[:, s:s + 32] for s in (0, 24, 48, 0)]).astype(np.float32)))
     np.testing.assert_allclose(prob[:, :24], direct[0][:, :24], atol=1e-5)
     np.testing.assert_allclose(prob[:, 32:48], direct[1][:, 8:24], atol=1e-5)
     np.testing.assert_allclose(prob[:, 56:], direct[2][:, 8:], atol=1e-5)
@@ -221,31 +241,37 @@ def test_predict_blends_windows_and_writes_tiles(tiny_run, tmp_path):
 def test_sliding_window_reassembles_identity():
     """With an identity "model" every blend must give back the input exactly."""
     img = np.random.default_rng(1).random((70, 101, 1)).astype(np.float32)
-    out = dict(debris.sliding_window_predict(lambda b: b[..., 0], [("a", img), ("b", img[:20])],
+    out = dict(predict.sliding_window_predict(lambda b: b[..., 0], [("a", img), ("b", img[:20])],
                                              window=32, overlap=12, batch_size=5))
     np.testing.assert_allclose(out["a"], img[..., 0], atol=1e-6)
     np.testing.assert_allclose(out["b"], img[:20, :, 0], atol=1e-6)  # padded: smaller tile
 
 
-def test_training_on_converted_marida_sample(tmp_path, cache_dir):
-    root = debris_data.write_marida_sample(str(tmp_path / "marida"), num_tiles=2,
-                                           patches_per_tile=3, size=64, nan_pixels=5)
-    h5 = debris_data.convert_marida(root, str(tmp_path / "marida.h5"))
-    config = tiny_debris_config(cache_dir, path=h5)
-    config.train.epochs = 1
-    results = main.run(config, str(tmp_path / "run"))
-    assert results["data"]["source"] == "MARIDA"
-    assert results["final_step"] == 2  # 2 train patches x 8 crops / batch 8
-    assert np.isfinite(results["test"]["debris_f1"])
-    # Inference on the MARIDA tree itself: image tiles only, georeferencing carried over.
+def test_converted_marida_sample_builds_and_predicts(tiny_run, tmp_path):
+    """A converted MARIDA tree is a training set like the synthetic one (the loop itself is
+    data-agnostic and trained in `tiny_run`), and inference runs on the tree itself."""
     import tifffile
 
-    state, _ = checkpoint.load_for_inference(str(tmp_path / "run" / "checkpoints"),
-                                             best_metric=config.early_stopping.metric)
-    variables = {"params": state["params"], "model_state": state["model_state"]}
-    summary = debris.predict(config, variables, root, str(tmp_path / "pred"), batch_size=8)
+    root = marida.write_marida_sample(str(tmp_path / "marida"), num_tiles=2,
+                                      patches_per_tile=3, size=64, nan_pixels=5)
+    h5 = marida.convert_marida(root, str(tmp_path / "marida.h5"))
+    config, workdir, _ = tiny_run
+    marida_config = tiny_debris_config(config.data.cache_dir, path=h5)
+    task = build(marida_config, str(tmp_path))
+    assert task.data["source"] == "MARIDA" and task.data["patches"] == {
+        "train": 2, "val": 2, "test": 2}
+    assert len(task.train_source) // marida_config.train.batch_size == 2  # 2 x 8 crops / 8
+    assert sum(task.data["train_pixel_counts"]) > 0
+    with open(tmp_path / "normalization.json") as f:  # band statistics of the NaN-filled file
+        norm = json.load(f)
+    assert np.isfinite(norm["mean"]).all() and (np.asarray(norm["std"]) > 0).all()
+    # Inference on the MARIDA tree: image tiles only, georeferencing carried over, the NaN
+    # pixels of the first patch filled.
+    summary = predict.predict(config, _trained_variables(config, workdir), root,
+                              str(tmp_path / "pred"), batch_size=4)
     assert summary["inputs"] == summary["tiles"] == 6
     name = "patches__S2_1-12-19_48MYU__S2_1-12-19_48MYU_0_prob.tif"
     with tifffile.TiffFile(tmp_path / "pred" / name) as tf:
         assert tf.pages[0].shape == (64, 64)
         assert 33922 in tf.pages[0].tags  # ModelTiepoint copied from the input
+        assert np.isfinite(tf.asarray()).all()

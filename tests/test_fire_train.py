@@ -1,4 +1,5 @@
-"""End to end on a tiny fire config: learning, exact resume, finished runs, CLI errors."""
+"""End to end on a tiny fire config: learning, exact resume, finished runs, prediction on a
+new log, CLI errors."""
 
 import csv
 import json
@@ -7,13 +8,18 @@ import signal
 import subprocess
 import sys
 
+import h5py
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
 from jaxtrain import main
-from jaxtrain.tasks import fire
+from jaxtrain.evaluate import load_predictions, rescore
+from jaxtrain.predict import load_run, predict
+from jaxtrain.tasks.fire.normalize import normalize
+from jaxtrain.tasks.fire.synthetic import generate
+from jaxtrain.tasks.fire.task import build, window_source
 from tests.fire_test_config import ROOT, tiny_fire_config
 
 
@@ -32,7 +38,7 @@ def _history(workdir: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, cache_dir):
     workdir = str(tmp_path_factory.mktemp("fire_full"))
-    config = tiny_fire_config(cache_dir, epochs=3)
+    config = tiny_fire_config(cache_dir, epochs=2)
     results = main.run(config, workdir)
     return config, workdir, results
 
@@ -40,7 +46,7 @@ def finished_run(tmp_path_factory, cache_dir):
 def test_tiny_run_learns_and_writes_outputs(finished_run):
     _, workdir, results = finished_run
     history = _history(workdir)
-    assert len(history) == 3
+    assert len(history) == 2
     losses = [float(r["train/loss"]) for r in history]
     assert losses[-1] < losses[0]
     test = results["test"]
@@ -56,9 +62,22 @@ def test_tiny_run_learns_and_writes_outputs(finished_run):
     assert set(report["per_area"]) == {"kitchen", "warehouse", "office", "server_room",
                                        "loading_dock"}
     assert 0.0 <= on_disk["baseline"]["macro_f1"] <= 1.0
+    assert on_disk["headline"] == ["accuracy", "macro_f1", "fire_recall"]
+    assert on_disk["setup"]["data.normalize_in"] == "host"  # "auto" on CPU
     assert os.listdir(os.path.join(workdir, "tb"))
     with open(os.path.join(workdir, "config.json")) as f:
         assert json.load(f)["task"] == "fire"
+
+
+def test_saved_predictions_rescore_to_the_results(finished_run):
+    """Evaluators read only saved predictions: a finished run is re-scored without
+    retraining and gives exactly results.json's test metrics."""
+    _, workdir, results = finished_run
+    test = load_predictions(workdir, "test")
+    assert len(test["label"]) == results["data"]["windows"]["test"]
+    assert test["probs"].shape == (len(test["label"]), 3)
+    assert sorted(results["predictions"]) == ["test", "val"]
+    assert rescore(workdir)["test"] == results["test"]
 
 
 def test_finished_run_is_not_retrained(finished_run):
@@ -74,10 +93,10 @@ def test_resume_after_sigterm_matches_uninterrupted(finished_run, tmp_path, cach
     """Stop mid-epoch with SIGTERM, resume: same params and history as one straight run."""
     config, straight, _ = finished_run
     resumed = str(tmp_path / "resumed")
-    config = tiny_fire_config(cache_dir, epochs=3)
+    config = tiny_fire_config(cache_dir, epochs=2)
 
     def stop_at(step):
-        if step == 70:  # mid-way through epoch 2 (54 steps per epoch)
+        if step == 70:  # mid-way through epoch 2 (49 steps per epoch)
             os.kill(os.getpid(), signal.SIGTERM)
 
     from jaxtrain.train import Interrupted
@@ -134,6 +153,7 @@ def test_corrupt_data_file_is_reported(tmp_path):
 
 def test_early_stopping_and_reduce_on_plateau(tmp_path, cache_dir):
     config = tiny_fire_config(cache_dir, epochs=5)
+    config.data.train_stride = 32  # 13 steps per epoch: this test needs epochs, not learning
     config.early_stopping.patience = 2
     config.early_stopping.min_delta = 10.0  # nothing counts as an improvement after epoch 1
     config.reduce_on_plateau.enabled = True
@@ -150,15 +170,14 @@ def test_normalize_a_batch_as_each_window():
     """fire's batch_transform normalizes whole batches; each row must equal its own window."""
     x = (np.random.default_rng(0).normal(size=(5, 60, 6)) * 10).astype(np.float32)
     center, scale = np.ones(6, np.float32), np.full(6, 2.0, np.float32)
-    batch = fire.normalize(x, center, scale, "robust", (5, 15))
+    batch = normalize(x, center, scale, "robust", (5, 15))
     assert batch.shape == (5, 60, 18) and batch.dtype == np.float32
     for i in range(5):
-        np.testing.assert_array_equal(batch[i], fire.normalize(x[i], center, scale, "robust",
-                                                               (5, 15)))
+        np.testing.assert_array_equal(batch[i], normalize(x[i], center, scale, "robust", (5, 15)))
     z = (x[0] - center) / scale
     np.testing.assert_allclose(batch[0, 20, 6:12], np.arcsinh(z[20] - z[15]), rtol=1e-6)
     assert not batch[0, :5, 6:12].any()  # no reading 5 minutes back yet
-    inside_step = jax.jit(lambda v: fire.normalize(v, center, scale, "robust", (5, 15)))(x)
+    inside_step = jax.jit(lambda v: normalize(v, center, scale, "robust", (5, 15)))(x)
     np.testing.assert_allclose(np.asarray(inside_step), batch, rtol=1e-5, atol=1e-5)
 
 
@@ -170,7 +189,7 @@ def test_normalizing_in_the_step_equals_on_the_host(cache_dir, tmp_path):
         c = tiny_fire_config(cache_dir)
         c.data.normalize_in = where
         c.model.dropout = 0.0
-        task = fire.build(c, str(tmp_path))
+        task = build(c, str(tmp_path))
         raw = task.train_source.read_batch(np.arange(16))
         batch = task.batch_transform(raw)
         assert (batch["x"].shape[-1] == raw["x"].shape[-1]) == (where == "step")
@@ -180,3 +199,75 @@ def test_normalizing_in_the_step_equals_on_the_host(cache_dir, tmp_path):
         out[where] = (float(loss), np.asarray(probs))
     assert out["step"][0] == pytest.approx(out["host"][0], rel=1e-5)
     np.testing.assert_allclose(out["step"][1], out["host"][1], atol=1e-5)
+
+
+def _predicted(csv_path) -> list[dict]:
+    with open(csv_path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_predict_a_new_log(finished_run, tmp_path):
+    """Every window of every area at data.eval_stride, scaled as in training, to a CSV."""
+    config, workdir, _ = finished_run
+    log = tmp_path / "new.h5"
+    generate(log, samples_per_area=300, num_areas=2, seed=11)  # kitchen, warehouse
+    out = tmp_path / "out" / "predictions.csv"
+    summary = predict(workdir, str(log), str(out))
+    ends = list(range(config.data.seq_len - 1, 300, config.data.eval_stride))
+    assert summary["windows"] == 2 * len(ends) and summary["areas"] == 2
+    assert sum(summary["predictions"].values()) == summary["windows"]
+    rows = _predicted(out)
+    assert list(rows[0]) == ["area", "row", "end_timestamp", "prediction", "p_normal",
+                             "p_warning", "p_fire", "risk"]
+    assert [r["area"] for r in rows] == ["kitchen"] * len(ends) + ["warehouse"] * len(ends)
+    assert [int(r["row"]) for r in rows[:len(ends)]] == ends
+    assert int(rows[1]["end_timestamp"]) - int(rows[0]["end_timestamp"]) == \
+        60 * config.data.eval_stride
+    for r in rows:
+        p = [float(r[f"p_{c}"]) for c in ("normal", "warning", "fire")]
+        assert sum(p) == pytest.approx(1.0, abs=1e-4)
+        assert r["prediction"] == ("normal", "warning", "fire")[int(np.argmax(p))]
+        assert 0.0 <= float(r["risk"]) <= 1.0
+
+
+def test_predict_matches_the_trained_task(finished_run, tmp_path):
+    """On the training log, predict agrees with the run's own Task (its normalization and
+    predict_fn); a log of one area (the run's third) gives that area's rows, so areas are
+    matched by name, not position."""
+    _, workdir, results = finished_run
+    path = results["data"]["path"]
+    rows = _predicted(predict(workdir, path, str(tmp_path / "all.csv"))["output"])[::7]
+    config, variables, _ = load_run(workdir)
+    task = build(config, str(tmp_path))
+    areas = ["kitchen", "warehouse", "office", "server_room", "loading_dock"]
+    windows = np.array([(areas.index(r["area"]), int(r["row"])) for r in rows])
+    source = window_source(path, areas, windows, config.data.seq_len, 1.0)
+    batch = task.batch_transform(source.read_batch(np.arange(len(windows))))
+    out = jax.jit(task.predict_fn)(variables["params"], {}, batch)
+    np.testing.assert_allclose([[float(r[f"p_{c}"]) for c in ("normal", "warning", "fire")]
+                                for r in rows], out["probs"], atol=2e-5)
+    np.testing.assert_allclose([float(r["risk"]) for r in rows], out["risk"], atol=2e-5)
+    office = tmp_path / "office.h5"
+    with h5py.File(path, "r") as src, h5py.File(office, "w") as dst:
+        dst.attrs.update(src.attrs)
+        dst.attrs["area_names"] = ["office"]
+        src.copy("areas/office", dst.require_group("areas"), name="office")
+    alone = _predicted(predict(workdir, str(office), str(tmp_path / "office.csv"))["output"])
+    assert alone == [r for r in _predicted(tmp_path / "all.csv") if r["area"] == "office"]
+
+
+def test_predict_rejects_unusable_input(finished_run, tmp_path):
+    _, workdir, _ = finished_run
+    seven = tmp_path / "seven.h5"
+    generate(seven, samples_per_area=100, num_areas=7)
+    with pytest.raises(ValueError, match="area_5, area_6 not among the run's areas"):
+        predict(workdir, str(seven), str(tmp_path / "a.csv"))
+    short = tmp_path / "short.h5"
+    generate(short, samples_per_area=30, num_areas=1)
+    with pytest.raises(ValueError, match="shorter than a window"):
+        predict(workdir, str(short), str(tmp_path / "b.csv"))
+    text = tmp_path / "notes.h5"
+    text.write_text("not HDF5")
+    with pytest.raises(ValueError, match="not a readable HDF5 file"):
+        predict(workdir, str(text), str(tmp_path / "c.csv"))
+    assert not list(tmp_path.glob("*.csv"))  # nothing half-written

@@ -10,9 +10,10 @@ import h5py
 import numpy as np
 import pytest
 
-from jaxtrain.tasks import das_data
-from jaxtrain.tasks.das_data import CLASS_NAMES
-from jaxtrain.tools import label
+from jaxtrain.tasks.das import label
+from jaxtrain.tasks.das.labels import load_labels
+from jaxtrain.tasks.das.schema import CLASS_NAMES, LABELS_FILE
+from jaxtrain.tasks.das.synthetic import generate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -22,9 +23,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def recordings(tmp_path_factory):
     """Five small generated recordings (labels.json moved away: they start unlabelled)."""
     root = tmp_path_factory.mktemp("label-src")
-    das_data.generate(root, num_files=5, duration_s=20.0, num_channels=16, seed=4)
-    truth = das_data.load_labels(root)
-    os.remove(root / das_data.LABELS_FILE)
+    generate(root, num_files=5, duration_s=20.0, num_channels=16, seed=4)
+    truth = load_labels(root)
+    os.remove(root / LABELS_FILE)
     return root, truth
 
 
@@ -97,13 +98,13 @@ def test_interactive_session_then_resume(data_dir):
     script = Script(["2", "0"], lines)
     done = label.label_files(str(data_dir), ask=script, out=lines.append)
     assert script.asked == [names[2], names[4]] and done["labelled"] == 2
-    saved = das_data.load_labels(data_dir)  # what training reads
+    saved = load_labels(data_dir)  # what training reads
     assert sorted(saved) == names
     assert {n: saved[n]["label"] for n in names} == {
         names[0]: "noise", names[1]: "earthquake", names[2]: "noise",
         names[3]: "quarry_blast", names[4]: "earthquake"}
     assert all(e["label"] in CLASS_NAMES for e in saved.values())
-    assert not [p for p in os.listdir(data_dir) if p.endswith(".tmp")]
+    assert not [p for p in os.listdir(data_dir) if ".tmp" in p]
 
     # Nothing left: no question; end of input (Ctrl-D) counts as quit.
     assert label.label_files(str(data_dir), ask=Script([], lines), out=lines.append)[
@@ -137,12 +138,12 @@ def test_atomic_save_keeps_old_file_on_crash(data_dir, monkeypatch):
     monkeypatch.setattr(label.json, "dump", real_dump)
     answers = iter(["1", "q"])
     label.label_files(str(data_dir), ask=lambda p: next(answers), out=lambda s: None)
-    saved = das_data.load_labels(data_dir)
+    saved = load_labels(data_dir)
     assert saved[names[0]]["label"] == "earthquake" and saved[names[1]]["label"] == "quarry_blast"
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "jaxtrain.tools.label", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "jaxtrain.tasks.das.label", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -157,7 +158,7 @@ def test_non_interactive_forms_and_list(data_dir, tmp_path):
     r = _cli(f"--data_dir={data_dir}", f"--from_csv={csv_path}", f"--set={names[4]}=2",
              f"--set={names[0]}=1")  # --set overrides an earlier label
     assert r.returncode == 0, r.stderr[-2000:]
-    saved = das_data.load_labels(data_dir)
+    saved = load_labels(data_dir)
     assert [saved[n]["label"] for n in names] == [
         "quarry_blast", "quarry_blast", "quarry_blast", "noise", "noise"]
 
@@ -178,7 +179,7 @@ def test_non_interactive_forms_and_list(data_dir, tmp_path):
     bad_csv.write_text(f"{names[0]},0\n{names[1]},volcano\n")
     with pytest.raises(ValueError, match=r"bad.csv:2: unknown label 'volcano'"):
         label.read_csv(str(bad_csv))
-    assert das_data.load_labels(data_dir) == saved  # failed commands changed nothing
+    assert load_labels(data_dir) == saved  # failed commands changed nothing
 
 
 def test_unreadable_files_are_reported_and_skipped(data_dir):
@@ -198,7 +199,7 @@ def test_unreadable_files_are_reported_and_skipped(data_dir):
     for path in bad:
         hits = [ln for ln in lines if path in ln and ln.startswith("skipping unreadable")]
         assert len(hits) == 1 and "\n" not in hits[0], lines
-    assert sorted(das_data.load_labels(data_dir)) == names[:2]
+    assert sorted(load_labels(data_dir)) == names[:2]
 
 
 def test_overview_reads_in_chunks_and_finds_the_event(tmp_path):

@@ -14,7 +14,7 @@ import pytest
 from benchmarks.run import reference_spec
 from jaxtrain.models.fire_transformer import FireTransformer
 from jaxtrain.models.se_unet import SEUNet
-from jaxtrain.tasks import das
+from jaxtrain.tasks.das import model as das
 from tests.fire_test_config import ROOT, load_config
 
 torch = pytest.importorskip("torch")

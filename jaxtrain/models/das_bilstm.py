@@ -4,8 +4,8 @@ Input (B, C, T), output (B, num_classes) float32 logits. The stem (two strided c
 total by default) shortens 1024 samples to 128 steps before the recurrence: an LSTM step is
 sequential, so its length, not its width, sets the cost (and 250 Hz oversamples the < 25 Hz
 events). `nn.RNN` scans the `OptimizedLSTMCell` over time (one compiled step, not T copies).
-The head reads the final hidden state of each direction (the seed's "hidden state") together
-with the mean of the outputs over time.
+The head reads the final hidden state of each direction (the reference design's "hidden
+state") together with the mean of the outputs over time.
 """
 
 from __future__ import annotations

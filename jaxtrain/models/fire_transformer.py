@@ -1,4 +1,4 @@
-"""The fire seed's `OptimizedFireTransformer`, in Flax.
+"""The fire-detection transformer (the reference design's `OptimizedFireTransformer`), in Flax.
 
 Input projection + area embedding + learned positional encoding, a post-LN encoder
 (3 layers, d_model 128, 4 heads, ff 512, GELU, dropout 0.1), mean pooling, then two heads:

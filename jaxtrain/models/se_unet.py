@@ -1,14 +1,14 @@
-"""The debris seed's U-Net with squeeze-and-excitation blocks, in Flax (NHWC).
+"""The marine-debris U-Net with squeeze-and-excitation blocks, in Flax (NHWC).
 
-Encoder of 4 levels (w, 2w, 4w, 8w channels; w = `base_width`, 64 in the seed) and a 16w
+Encoder of 4 levels (w, 2w, 4w, 8w channels; w = `base_width`, 64 in the reference design) and a 16w
 bottleneck, each a double 3x3 conv + BatchNorm + ReLU block followed by an SE block, 2x2 max
 pooling between levels. Decoder: 2x2 stride-2 transposed conv up-sampling, concatenation with
-the encoder skip, a double conv block (SE on the deepest decoder level only, as the seed's
+the encoder skip, a double conv block (SE on the deepest decoder level only, as the reference
 diagram shows). Spatial dropout (a whole channel at a time, PyTorch's Dropout2d) closes every
 block. Head: an extra 3x3 conv (w/2) + BN + ReLU, then a 1x1 conv to the class logits.
 
 At w=64 this has 31,270,750 parameters (`param_count` below gives PyTorch's count of the same
-layers; tests check both agree). Why transposed convs: the seed's "31.3M" only fits 2x2
+layers; tests check both agree). Why transposed convs: the reference's "31.3M" only fits 2x2
 transposed convs (upsample + 3x3 conv would be ~34.8M, upsample + 1x1 ~29M).
 Input height/width must be multiples of 16 (4 poolings).
 """
@@ -101,7 +101,7 @@ def init_variables(model: nn.Module, rng: jax.Array, input_shape: tuple[int, ...
                    ) -> dict[str, Any]:
     """{"params", "batch_stats"} for inputs of `input_shape`, cheap to compile.
 
-    Why: jitted threefry for the ~100 initialisers compiled for minutes on a busy 2-core CPU;
+    Why: jitted threefry for the ~100 initialisers compiled for minutes on a 2-core CPU;
     XLA's RngBitGenerator, seeded from `rng` (so still deterministic), took a quarter of
     that, and lazy_init skips the forward pass.
     """

@@ -10,41 +10,34 @@ followed by a flaming FIRE phase (10-40 min of strong rise on all channels), the
 Warning levels overlap normal ones (baselines, drift, nuisance events), so one reading cannot
 separate warning from normal; the sustained joint rise over a window can.
 
-Layout::
-
-    / attrs: format, sample_period_s, channel_names, channel_units, class_names, area_names, seed
-    /areas/<area>/readings   (T, 6) float32
-    /areas/<area>/timestamp  (T,)   int64 unix seconds
-    /areas/<area>/label      (T,)   int8 in {0: normal, 1: warning, 2: fire}
-    /areas/<area>/risk       (T,)   float32 in [0, 1]
+The file layout is described in layout.py; `generate` is the only public function.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
 from typing import NamedTuple
 
 import h5py
 import numpy as np
 
-from jaxtrain.data import check_format, one_line, open_hdf5, str_list
+from jaxtrain.files import atomic_path
+from jaxtrain.tasks.fire.layout import (
+    CHANNEL_NAMES,
+    CHANNEL_UNITS,
+    CLASS_NAMES,
+    FORMAT,
+    SAMPLE_PERIOD_S,
+)
 
-FORMAT = "jaxtrain-fire-v1"
-SAMPLE_PERIOD_S = 60
 START_TIMESTAMP = 1_704_067_200  # 2024-01-01 00:00:00 UTC (a Monday)
-CHANNEL_NAMES: tuple[str, ...] = ("temperature", "smoke", "co", "co2", "humidity", "pm25")
-CHANNEL_UNITS: tuple[str, ...] = ("degC", "%/m", "ppm", "ppm", "%", "ug/m3")
-CLASS_NAMES: tuple[str, ...] = ("normal", "warning", "fire")
 AREA_NAMES: tuple[str, ...] = ("kitchen", "warehouse", "office", "server_room", "loading_dock")
-SUMMARY_STATS: tuple[str, ...] = ("mean", "std", "min", "max", "last")
-DATASETS: tuple[str, ...] = ("readings", "timestamp", "label", "risk")
 
 _C = len(CHANNEL_NAMES)
 _T, _SMOKE, _CO, _CO2, _RH, _PM = range(_C)
 _DAY = 24 * 60
-_BLOCK = 1 << 17  # minutes generated (and validated) at a time: bounds memory for any length
+_BLOCK = 1 << 17  # minutes generated at a time: bounds memory for any length
 _FIRE_FRACTION = 0.03  # target share of fire minutes; sets the incident rate
 _MIN_GAP = 180  # quiet minutes after an incident's decay before the next warning may start
 _POST = 20  # minutes over which a suppressed fire decays back to the baseline
@@ -409,196 +402,37 @@ def generate(
         raise ValueError(f"samples_per_area must be >= 1, got {samples_per_area}")
     if num_areas < 1:
         raise ValueError(f"num_areas must be >= 1, got {num_areas}")
-    path = os.fspath(path)
-    tmp = path + ".tmp"
     total = int(samples_per_area)
     names = _area_names(num_areas)
     chunk = (min(total, 4096), _C)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["sample_period_s"] = SAMPLE_PERIOD_S
-            f.attrs["channel_names"] = list(CHANNEL_NAMES)
-            f.attrs["channel_units"] = list(CHANNEL_UNITS)
-            f.attrs["class_names"] = list(CLASS_NAMES)
-            f.attrs["area_names"] = names
-            f.attrs["seed"] = int(seed)
-            areas = f.create_group("areas")
-            for a, name in enumerate(names):
-                # Independent streams per area and purpose keep areas reproducible on their own.
-                plan_rng = np.random.default_rng([seed, a, 0])
-                profile = _area_profile(a, plan_rng)
-                knots = _drift_knots(profile, total // 60 + 2, plan_rng)
-                nuisance = _plan_nuisance(profile, total, plan_rng)
-                incidents = _plan_incidents(total, plan_rng)
-                noise_rng = np.random.default_rng([seed, a, 1])
-                g = areas.create_group(name)
-                d_read = g.create_dataset("readings", (total, _C), dtype="f4", chunks=chunk)
-                d_ts = g.create_dataset("timestamp", (total,), dtype="i8", chunks=chunk[:1])
-                d_lab = g.create_dataset("label", (total,), dtype="i1", chunks=chunk[:1])
-                d_risk = g.create_dataset("risk", (total,), dtype="f4", chunks=chunk[:1])
-                for b0 in range(0, total, _BLOCK):
-                    b1 = min(b0 + _BLOCK, total)
-                    x, lab, rsk = _render_block(
-                        profile, knots, nuisance, incidents, b0, b1, noise_rng
-                    )
-                    d_read[b0:b1] = x
-                    d_lab[b0:b1] = lab
-                    d_risk[b0:b1] = rsk
-                    d_ts[b0:b1] = START_TIMESTAMP + SAMPLE_PERIOD_S * np.arange(b0, b1)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-@dataclasses.dataclass(frozen=True)
-class FireFile:
-    """Validated layout of a fire log: names, per-area lengths and label counts."""
-
-    path: str
-    area_names: list[str]
-    channel_names: list[str]
-    channel_units: list[str]
-    class_names: list[str]
-    lengths: list[int]  # minutes per area
-    label_counts: np.ndarray  # (num_areas, num_classes) int64; .sum(0) for the whole file
-    sample_period_s: int
-    seed: int | None  # generator seed; None for logs from a real deployment
-
-
-
-def read_fire_file(path: str | os.PathLike[str]) -> FireFile:
-    """Open and validate a fire log chunk by chunk.
-
-    Raises FileNotFoundError if ``path`` does not exist and a one-line
-    ``ValueError("<path>: <dataset or attribute>: <problem>")`` for anything else.
-    """
-    path = os.fspath(path)
-    f = open_hdf5(path, "fire data")
-    try:
-        with f:
-            return _read_layout(f, path)
-    except (OSError, KeyError, RuntimeError, TypeError) as e:
-        # h5py reports damaged files lazily, from whichever object is touched first.
-        raise ValueError(f"{path}: damaged HDF5 file ({one_line(e)})") from None
-
-
-def _read_layout(f: h5py.File, path: str) -> FireFile:
-    def fail(what: str) -> ValueError:
-        return ValueError(f"{path}: {what}")
-
-    check_format(f, path, FORMAT)
-    names: dict[str, list[str]] = {}
-    expected = {"channel_names": _C, "channel_units": _C, "class_names": len(CLASS_NAMES)}
-    for key in ("channel_names", "channel_units", "class_names", "area_names"):
-        if key not in f.attrs:
-            raise fail(f"missing root attribute {key!r}")
-        names[key] = str_list(f.attrs[key])
-        if key in expected and len(names[key]) != expected[key]:
-            raise fail(
-                f"root attribute {key!r} has {len(names[key])} entries, expected {expected[key]}"
-            )
-    if not names["area_names"]:
-        raise fail("root attribute 'area_names' is empty")
-    try:
-        period = int(f.attrs.get("sample_period_s", SAMPLE_PERIOD_S))
-        seed = int(f.attrs["seed"]) if "seed" in f.attrs else None
-    except (TypeError, ValueError):
-        raise fail("root attributes 'sample_period_s'/'seed' must be integers") from None
-    if not isinstance(f.get("areas"), h5py.Group):
-        raise fail("missing group /areas")
-    lengths: list[int] = []
-    counts = np.zeros((len(names["area_names"]), len(CLASS_NAMES)), dtype=np.int64)
-    for i, area in enumerate(names["area_names"]):
-        lengths.append(_check_area(f, path, area, names["channel_names"], counts[i]))
-    return FireFile(
-        path=path,
-        area_names=names["area_names"],
-        channel_names=names["channel_names"],
-        channel_units=names["channel_units"],
-        class_names=names["class_names"],
-        lengths=lengths,
-        label_counts=counts,
-        sample_period_s=period,
-        seed=seed,
-    )
-
-
-def _check_area(f: h5py.File, path: str, area: str, channels: list[str], counts: np.ndarray) -> int:
-    """Validate /areas/<area> block by block; add its label histogram to counts."""
-    grp = f"/areas/{area}"
-
-    def fail(what: str) -> ValueError:
-        return ValueError(f"{path}: {what}")
-
-    if not isinstance(f["areas"].get(area), h5py.Group):
-        raise fail(f"{grp}: missing group")
-    ds: dict[str, h5py.Dataset] = {}
-    for name in DATASETS:
-        obj = f["areas"][area].get(name)
-        found = isinstance(obj, h5py.Dataset)
-        if not found:
-            raise fail(f"{grp}/{name}: missing dataset")
-        ds[name] = obj
-    shape = ds["readings"].shape
-    if len(shape) != 2 or shape[1] != _C:
-        raise fail(f"{grp}/readings: shape {shape}, expected (T, {_C})")
-    n = shape[0]
-    if n == 0:
-        raise fail(f"{grp}/readings: empty")
-    kinds = {"readings": "f", "timestamp": "iu", "label": "iu", "risk": "f"}
-    for name, d in ds.items():
-        if d.dtype.kind not in kinds[name]:
-            raise fail(
-                f"{grp}/{name}: dtype {d.dtype} is not {'float' if kinds[name] == 'f' else 'int'}"
-            )
-        if name != "readings" and d.shape != (n,):
-            raise fail(f"{grp}/{name}: shape {d.shape}, expected ({n},) like readings")
-    prev_ts: int | None = None
-    for b0 in range(0, n, _BLOCK):
-        b1 = min(b0 + _BLOCK, n)
-        x, ts, lab, rsk = (ds[k][b0:b1] for k in DATASETS)
-        nonfinite = ~np.isfinite(x)
-        if nonfinite.any():
-            r, c = np.argwhere(nonfinite)[0]
-            raise fail(
-                f"{grp}/readings: non-finite value {x[r, c]} at row {b0 + r} ({channels[c]})"
-            )
-        out = (lab < 0) | (lab >= counts.size)
-        if out.any():
-            r = int(np.argmax(out))
-            raise fail(
-                f"{grp}/label: value {int(lab[r])} at row {b0 + r}, expected 0..{counts.size - 1}"
-            )
-        counts += np.bincount(lab.astype(np.int64), minlength=counts.size)
-        out = ~((rsk >= 0.0) & (rsk <= 1.0))  # written this way to catch NaN too
-        if out.any():
-            r = int(np.argmax(out))
-            raise fail(f"{grp}/risk: value {rsk[r]} at row {b0 + r}, expected within [0, 1]")
-        ts = ts.astype(np.int64)
-        steps = np.diff(ts, prepend=ts[0] - 1 if prev_ts is None else prev_ts)
-        if (steps <= 0).any():
-            raise fail(f"{grp}/timestamp: not increasing at row {b0 + int(np.argmax(steps <= 0))}")
-        prev_ts = int(ts[-1])
-    return n
-
-
-def summary_features(windows: np.ndarray) -> np.ndarray:
-    """Per-window, per-channel mean, std, min, max and last value: (N, T, C) -> (N, 5 * C).
-
-    Columns are stat-major (all channels' means first), see summary_feature_names. This is the
-    simple baseline: it deliberately has no slope/trend features.
-    """
-    w = np.asarray(windows)
-    if w.ndim != 3 or w.shape[1] == 0:
-        raise ValueError(f"windows must be (N, T, C) with T >= 1, got shape {w.shape}")
-    # No up-front cast: windows is often a strided view, and a copy would be T times the data.
-    stats = [w.mean(1), w.std(1), w.min(1), w.max(1), w[:, -1]]
-    return np.concatenate([s.astype(np.float32) for s in stats], axis=1)
-
-
-def summary_feature_names(channel_names: Sequence[str] = CHANNEL_NAMES) -> list[str]:
-    """Column names of summary_features, e.g. ``"smoke_max"``."""
-    return [f"{c}_{s}" for s in SUMMARY_STATS for c in channel_names]
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["format"] = FORMAT
+        f.attrs["sample_period_s"] = SAMPLE_PERIOD_S
+        f.attrs["channel_names"] = list(CHANNEL_NAMES)
+        f.attrs["channel_units"] = list(CHANNEL_UNITS)
+        f.attrs["class_names"] = list(CLASS_NAMES)
+        f.attrs["area_names"] = names
+        f.attrs["seed"] = int(seed)
+        areas = f.create_group("areas")
+        for a, name in enumerate(names):
+            # Independent streams per area and purpose keep areas reproducible on their own.
+            plan_rng = np.random.default_rng([seed, a, 0])
+            profile = _area_profile(a, plan_rng)
+            knots = _drift_knots(profile, total // 60 + 2, plan_rng)
+            nuisance = _plan_nuisance(profile, total, plan_rng)
+            incidents = _plan_incidents(total, plan_rng)
+            noise_rng = np.random.default_rng([seed, a, 1])
+            g = areas.create_group(name)
+            d_read = g.create_dataset("readings", (total, _C), dtype="f4", chunks=chunk)
+            d_ts = g.create_dataset("timestamp", (total,), dtype="i8", chunks=chunk[:1])
+            d_lab = g.create_dataset("label", (total,), dtype="i1", chunks=chunk[:1])
+            d_risk = g.create_dataset("risk", (total,), dtype="f4", chunks=chunk[:1])
+            for b0 in range(0, total, _BLOCK):
+                b1 = min(b0 + _BLOCK, total)
+                x, lab, rsk = _render_block(
+                    profile, knots, nuisance, incidents, b0, b1, noise_rng
+                )
+                d_read[b0:b1] = x
+                d_lab[b0:b1] = lab
+                d_risk[b0:b1] = rsk
+                d_ts[b0:b1] = START_TIMESTAMP + SAMPLE_PERIOD_S * np.arange(b0, b1)

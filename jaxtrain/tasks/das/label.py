@@ -1,23 +1,23 @@
 """Label DAS recordings by eye, one file at a time; writes the labels.json training reads.
 
-    python -m jaxtrain.tools.label --data_dir=DIR [--layout=jaxtrain] [--labels=DIR/labels.json]
-    python -m jaxtrain.tools.label --data_dir=DIR --list                 # status of every file
-    python -m jaxtrain.tools.label --data_dir=DIR --set a.h5=0 --set b.h5=quarry_blast
-    python -m jaxtrain.tools.label --data_dir=DIR --from_csv=labels.csv  # rows: file,label
+    python -m jaxtrain.tasks.das.label --data_dir=DIR [--layout=jaxtrain] [--labels=DIR/labels.json]
+    python -m jaxtrain.tasks.das.label --data_dir=DIR --list                 # status of every file
+    python -m jaxtrain.tasks.das.label --data_dir=DIR --set a.h5=0 --set b.h5=quarry_blast
+    python -m jaxtrain.tasks.das.label --data_dir=DIR --from_csv=labels.csv  # rows: file,label
 
-Interactive: for every recording (``*.h5``/``*.hdf5``, as `DASWindowSource.list_files`) that
+Interactive: for every recording (``*.h5``/``*.hdf5``, as training lists them) that
 has no label yet, writes a waterfall PNG (RMS per time block and channel in dB, colour scale
 clipped at percentiles) to ``--png_dir`` and prints its path with a terminal summary (a coarse
 character waterfall, an energy row, the start time with weekday, and the dominant frequency
 of the loudest 2 s against the file's own background), then asks:
 0 = earthquake, 1 = quarry blast, 2 = noise (no event), s = skip (ask again next run),
-q = quit. The answers are the class ids of `das_data.CLASS_NAMES`.
+q = quit. The answers are the class ids of `jaxtrain.tasks.das.schema.CLASS_NAMES`.
 
 Every answer is saved at once: labels.json is re-read, the one entry updated (its other
 fields, e.g. events, kept) and written to a temporary file that replaces the old one
-(`os.replace`), so a crash or Ctrl-C never leaves a half-written labels.json and a re-run
-continues with the files still unlabelled. Files are read in chunks (`--chunk_mb`), never
-whole. An unreadable file is reported in one line naming it and skipped.
+(`jaxtrain.files.atomic_path`), so a crash or Ctrl-C never leaves a half-written labels.json
+and a re-run continues with the files still unlabelled. Files are read in chunks
+(`--chunk_mb`), never whole. An unreadable file is reported in one line naming it and skipped.
 """
 
 from __future__ import annotations
@@ -33,9 +33,17 @@ from typing import Any
 
 import numpy as np
 
-from jaxtrain.data import one_line
-from jaxtrain.tasks import das_data
-from jaxtrain.tasks.das_data import CLASS_NAMES
+from jaxtrain.data.hdf5 import one_line
+from jaxtrain.files import atomic_path, read_json
+from jaxtrain.tasks.das.labels import entry_label
+from jaxtrain.tasks.das.reader import (
+    LAYOUTS,
+    DASLayout,
+    list_recordings,
+    open_recording,
+    resolve_layout,
+)
+from jaxtrain.tasks.das.schema import CLASS_NAMES, LABELS_FILE
 
 QUIT, SKIP = "q", "s"
 PREVIEW_DIR = "label_previews"
@@ -58,13 +66,7 @@ def parse_label(value: str) -> str:
 
 def read_labels(path: str) -> dict[str, Any]:
     """The labels file as a dict ({} when it does not exist yet)."""
-    try:
-        with open(path) as f:
-            labels = json.load(f)
-    except FileNotFoundError:
-        return {}
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({one_line(e)})") from None
+    labels = read_json(path, default={})
     if not isinstance(labels, dict):
         raise ValueError(f"{path}: expected an object {{file name: {{\"label\": ...}}}}")
     return labels
@@ -72,23 +74,16 @@ def read_labels(path: str) -> dict[str, Any]:
 
 def write_labels(path: str, labels: Mapping[str, Any]) -> None:
     """Atomic: the old file stays intact until the new one is complete on disk."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "w") as f:
-            json.dump(labels, f, indent=1, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(labels, f, indent=1, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def file_label(entry: Any) -> str | None:
     """The class name an entry holds, or None (absent, or not one of `CLASS_NAMES`)."""
-    label = entry.get("label") if isinstance(entry, Mapping) else entry
+    label = entry_label(entry)
     return label if label in CLASS_NAMES else None
 
 
@@ -127,7 +122,7 @@ class Overview:
         return self.num_samples / self.sampling_rate
 
 
-def overview(path: str, layout: das_data.DASLayout | str = "jaxtrain", *, columns: int = 1200,
+def overview(path: str, layout: DASLayout | str = "jaxtrain", *, columns: int = 1200,
              rows: int = 256, chunk_bytes: int = 32 * 2**20, segment_s: float = 2.0,
              spectrum_channels: int = 16) -> Overview:
     """Read `path` in chunks of about `chunk_bytes` (float32) and reduce it for display.
@@ -140,7 +135,7 @@ def overview(path: str, layout: das_data.DASLayout | str = "jaxtrain", *, column
     peaks at low frequency), smoothed over ~1 Hz; its peak frequency and height (dB).
     Raises ValueError/FileNotFoundError naming the file if it cannot be read.
     """
-    rec = das_data.open_recording(path, layout)
+    rec = open_recording(path, layout)
     n, c, fs = rec.num_samples, rec.num_channels, rec.sampling_rate
     block = max(1, -(-n // columns))
     group = max(1, -(-c // rows))
@@ -240,11 +235,9 @@ def write_png(ov: Overview, path: str) -> str:
     top.set_title(f"{os.path.basename(ov.path)}   start {ov.start_time or '?'}   "
                   f"{ov.duration_s:.1f} s x {ov.num_channels} ch @ {ov.sampling_rate:g} Hz   "
                   f"dominant {dom}", fontsize=9)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    fig.savefig(tmp, dpi=100, format="png")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
@@ -289,17 +282,12 @@ def summary(ov: Overview, *, width: int = 72, height: int = 12) -> str:
 
 
 # ----------------------------------------------------------------------------- the session
-def list_recordings(data_dir: str) -> list[str]:
-    """Recordings in `data_dir`, as training lists them."""
-    return das_data.DASWindowSource.list_files(data_dir)
-
-
 def default_labels_path(data_dir: str) -> str:
-    return os.path.join(data_dir, das_data.LABELS_FILE)
+    return os.path.join(data_dir, LABELS_FILE)
 
 
 def label_files(data_dir: str, *, labels_path: str | None = None,
-                layout: das_data.DASLayout | str = "jaxtrain", png_dir: str | None = None,
+                layout: DASLayout | str = "jaxtrain", png_dir: str | None = None,
                 ask: Callable[[str], str] = input, out: Callable[[str], None] = print,
                 **overview_kwargs: Any) -> dict[str, Any]:
     """The interactive session; `ask(prompt) -> answer` (default `input`), `out(line)`.
@@ -309,8 +297,7 @@ def label_files(data_dir: str, *, labels_path: str | None = None,
     """
     labels_path = labels_path or default_labels_path(data_dir)
     png_dir = png_dir or os.path.join(os.path.dirname(os.path.abspath(labels_path)), PREVIEW_DIR)
-    if isinstance(layout, str) and layout not in das_data.LAYOUTS:  # not one error per file
-        raise ValueError(f"unknown DAS layout {layout!r}; known: {sorted(das_data.LAYOUTS)}")
+    layout = resolve_layout(layout)  # an unknown name: one error, not one per file
     files = list_recordings(data_dir)
     labels = read_labels(labels_path)
     todo = [p for p in files if file_label(labels.get(os.path.basename(p))) is None]
@@ -435,7 +422,7 @@ def _define_flags() -> Any:
     from absl import flags
 
     flags.DEFINE_string("data_dir", None, "Directory of DAS recordings.", required=True)
-    flags.DEFINE_string("layout", "jaxtrain", f"File layout, one of {sorted(das_data.LAYOUTS)}.")
+    flags.DEFINE_string("layout", "jaxtrain", f"File layout, one of {sorted(LAYOUTS)}.")
     flags.DEFINE_string("labels", None, "labels.json (default DATA_DIR/labels.json).")
     flags.DEFINE_string("png_dir", None, "Where the waterfall PNGs go (default "
                         f"{PREVIEW_DIR}/ next to the labels file).")

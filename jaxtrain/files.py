@@ -1,0 +1,70 @@
+"""Files that are either whole or absent: a crash never leaves a half-written one behind."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[str]:
+    """Yields a temporary name beside `path`; on success it is renamed to `path`.
+
+    On an exception the temporary file (or directory) is removed and `path` is untouched,
+    so a reader or a resumed run sees the old file or the new one, never a mix. The
+    temporary name keeps `path`'s extension (some writers choose the format by it).
+    """
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
+    root, ext = os.path.splitext(path)
+    tmp = f"{root}.tmp-{os.getpid()}{ext}"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.isdir(tmp) and not os.path.islink(tmp):
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif os.path.lexists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
+    """`obj` as indented JSON (numpy and jax arrays as lists), written atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=_to_builtin)
+
+
+_REQUIRED = object()
+
+
+def read_json(path: str | os.PathLike[str], *, missing: str = "not found",
+              default: Any = _REQUIRED) -> Any:
+    """The parsed JSON file; errors are one line naming the file.
+
+    A missing file returns `default` when one is given, else raises FileNotFoundError
+    "<path>: <missing>"; a file that is not JSON raises ValueError.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        if default is not _REQUIRED:
+            return default
+        raise FileNotFoundError(f"{path}: {missing}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({' '.join(str(e).split())})") from None
+
+
+def _to_builtin(x: Any) -> Any:
+    if isinstance(x, np.generic | np.ndarray) or hasattr(x, "__array__"):
+        return np.asarray(x).tolist()
+    raise TypeError(f"not JSON serialisable: {type(x)}")

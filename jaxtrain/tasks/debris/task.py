@@ -1,0 +1,142 @@
+"""The debris `Task`: 11-band Sentinel-2 patches -> per-pixel debris probability.
+
+Data: a ``jaxtrain-debris-v1`` file (layout.py): `config.data.path` (e.g. converted MARIDA,
+marida.py), or, when empty, synthetic patches generated once into `config.data.cache_dir`
+and reused (synthetic.py). Model: the SE-U-Net (models/se_unet.py). Loss: 0.4 Dice + 0.4
+focal + 0.2 class-weighted cross-entropy over the labelled pixels (loss.py). Training reads
+random crops (the net is fully convolutional, augment.py); evaluation runs on whole patches
+and scores per-patch probability histograms (evaluation.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from jaxtrain import files, losses, metrics
+from jaxtrain.data.synthetic import configured_or_generated, generated_once
+from jaxtrain.models.se_unet import SEUNet, init_variables
+from jaxtrain.task import Task
+from jaxtrain.tasks.debris import evaluation, synthetic
+from jaxtrain.tasks.debris.augment import augment_record
+from jaxtrain.tasks.debris.loss import debris_loss
+from jaxtrain.tasks.debris.reader import DebrisSource, band_stats, pixel_counts, read_debris_file
+from jaxtrain.train_step import compute_dtype
+
+HEADLINE = ("debris_f1", "debris_iou", "tuned_threshold", "tuned_f1", "tuned_iou", "max_prob")
+
+
+def data_path(config: ml_collections.ConfigDict) -> str:
+    """The configured file, or the synthetic one (generated on first use, then reused)."""
+    d = config.data
+    params = {"num_patches": d.num_patches, "size": d.size, "seed": d.seed}
+    return configured_or_generated(d.path, "data file", lambda: generated_once(
+        f"debris-{d.num_patches}x{d.size}-seed{d.seed}-{{version}}.h5", cache_dir=d.cache_dir,
+        generator=synthetic, params=params,
+        make=lambda path: synthetic.generate(path, **params)))
+
+
+class RepeatedSource:
+    """Each record `times` times: an epoch then holds `times` random crops of every patch."""
+
+    def __init__(self, source: Any, times: int):
+        self.source, self.times = source, max(int(times), 1)
+
+    def __len__(self) -> int:
+        return len(self.source) * self.times
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        return self.source[i % len(self.source)]
+
+    def __repr__(self) -> str:  # grain keys checkpoint state on it
+        return f"RepeatedSource({self.source!r}, times={self.times})"
+
+
+def make_model(config: ml_collections.ConfigDict) -> SEUNet:
+    m = config.model
+    return SEUNet(num_classes=2, base_width=m.base_width, dropout=m.dropout,
+                  bottleneck_dropout=m.bottleneck_dropout, se_ratio=m.se_ratio,
+                  dtype=compute_dtype(config.train.compute_dtype))
+
+
+def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
+    d, lc = config.data, config.loss
+    path = data_path(config)
+    info = read_debris_file(path)  # validates the layout; one-line errors
+    idx = info.splits
+    for s, indices in idx.items():
+        if not len(indices):
+            raise ValueError(f"{path}: the {s} split is empty")
+    counts = pixel_counts(path, idx["train"])
+    class_weights = losses.class_weights_from_counts(counts, power=lc.class_weight_power)
+    mean, std = band_stats(path, idx["train"])
+    std = np.maximum(std, 1e-6)
+    sizes = {s: len(v) for s, v in idx.items()}
+    logging.info("debris data %s: patches per split %s, train pixels (not debris, debris) %s, "
+                 "class weights %s", path, sizes, counts.tolist(), class_weights.tolist())
+    if jax.process_index() == 0:
+        files.write_json_atomic(os.path.join(workdir, "normalization.json"),
+                                {"bands": list(info.bands), "mean": mean, "std": std})
+    crop = d.crop_size if 0 < d.crop_size < min(info.height, info.width) else None
+    train_src = RepeatedSource(DebrisSource(path, idx["train"]),
+                               d.crops_per_patch if crop else 1)
+    val_src, test_src = (DebrisSource(path, idx[s]) for s in ("val", "test"))
+
+    model = make_model(config)
+    bins = config.eval.threshold_bins
+    loss = functools.partial(debris_loss, class_weights=jnp.asarray(class_weights),
+                             dice_weight=lc.dice_weight, focal_weight=lc.focal_weight,
+                             ce_weight=lc.ce_weight, focal_alpha=lc.focal_alpha,
+                             focal_gamma=lc.focal_gamma, dice_smooth=lc.dice_smooth)
+
+    def transform(r: dict) -> dict:  # per-band standardisation with training-split stats
+        return {"image": ((r["image"] - mean) / std).astype(np.float32),
+                "mask": r["mask"].astype(np.int32)}
+
+    def init_fn(rng):
+        variables = init_variables(model, rng, (1, 32, 32, info.num_bands))
+        # The band statistics travel in the checkpoint, so inference needs nothing else.
+        return variables["params"], {"batch_stats": variables["batch_stats"],
+                                     "normalization": {"mean": jnp.asarray(mean),
+                                                       "std": jnp.asarray(std)}}
+
+    def loss_fn(params, model_state, batch, rng):
+        logits, updates = model.apply(
+            {"params": params, "batch_stats": model_state["batch_stats"]}, batch["image"],
+            train=True, rngs={"dropout": rng}, mutable=["batch_stats"])
+        total, terms = loss(logits, batch["mask"])
+        valid = batch["mask"] >= 0
+        pred = logits.argmax(-1) == 1
+        truth = batch["mask"] == 1
+        tp = jnp.sum(pred & truth & valid)
+        f1 = 2 * tp / jnp.maximum(jnp.sum(pred & valid) + jnp.sum(truth & valid), 1)
+        return total, ({**terms, "debris_f1": f1},
+                       {**model_state, "batch_stats": updates["batch_stats"]})
+
+    def predict_fn(params, model_state, batch):
+        logits = model.apply({"params": params, "batch_stats": model_state["batch_stats"]},
+                             batch["image"], train=False)
+        prob = jax.nn.softmax(logits)[..., 1]
+        labels = batch["mask"]
+        # Per-patch histograms instead of pixels: a split's outputs stay small, and every
+        # threshold k / bins is still scored exactly (metrics.threshold_sweep).
+        pos, neg = jax.vmap(lambda p, y: metrics.threshold_histograms(p, y == 1, bins, y >= 0)
+                            )(prob, labels)
+        return {"pos_hist": pos, "neg_hist": neg, "max_prob": prob.max(axis=(1, 2))}
+
+    return Task(train_source=train_src, val_source=val_src, test_source=test_src,
+                init_fn=init_fn, loss_fn=loss_fn, predict_fn=predict_fn,
+                evaluators=[evaluation.score], headline=HEADLINE, transform=transform,
+                random_transform=functools.partial(augment_record, crop_size=crop,
+                                                   focus_prob=d.focus_prob),
+                data={"path": path, "source": info.source, "patches": sizes,
+                      "patch_size": [info.height, info.width], "train_crop": crop,
+                      "train_pixel_counts": counts.tolist(),
+                      "class_weights": class_weights.tolist()})

@@ -1,0 +1,14 @@
+"""Fire detection: 60-minute windows of 6 sensor channels in 5 areas -> normal/warning/fire.
+
+layout: the `jaxtrain-fire-v1` HDF5 file layout; reader: validates and reads it; synthetic:
+the built-in generator; normalize: model inputs from readings; task: `build` (data, splits,
+model, loss); evaluation: the scores; baseline: logistic regression for comparison;
+predict: risk for every window of a new log.
+"""
+
+from jaxtrain.task import System
+from jaxtrain.tasks.fire.predict import predict
+from jaxtrain.tasks.fire.task import build
+
+SYSTEM = System(name="fire", description="fire detection from multi-area sensor logs "
+                "(normal / warning / fire, and a risk score)", build=build, predict=predict)
