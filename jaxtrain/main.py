@@ -105,7 +105,8 @@ def main(argv: list[str]) -> None:
         sys.exit(128 + e.signum)
     except USER_ERRORS as e:
         fail(str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
-    summary = {k: results["test"].get(k) for k in results["headline"]}
+    # Runs finished before `headline` was recorded print every test metric.
+    summary = {k: results["test"].get(k) for k in results.get("headline", results["test"])}
     if results.get("already_finished"):
         print(f"already finished: {os.path.join(workdir, 'results.json')}")
     print("test: " + json.dumps(summary))

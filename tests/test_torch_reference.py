@@ -94,7 +94,7 @@ def test_side_by_side_benchmark_harness(cache_dir):
     r = subprocess.run(
         [sys.executable, "-m", "benchmarks.run", "--config=configs/das.py:bilstm", "--smoke",
          "--reference=torch", "--reference_compile=false", f"--config.data.cache_dir={cache_dir}",
-         "--config.data.num_files=12", "--config.data.duration_s=20",
+         "--config.data.num_files=15", "--config.data.duration_s=20",
          "--config.data.num_channels=8", "--config.data.window=256", "--config.data.stride=128",
          "--config.data.min_event_overlap_s=0.5", "--config.model.hidden=16",
          "--config.train.batch_size=16"],
