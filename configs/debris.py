@@ -1,10 +1,10 @@
-"""Marine-debris segmentation: the seed's SE-U-Net on 11-band Sentinel-2 patches.
+"""Marine-debris segmentation: an SE U-Net on 11-band Sentinel-2 patches.
 
     python -m jaxtrain.main --config=configs/debris.py --workdir=/tmp/debris
     python -m jaxtrain.main --config=configs/debris.py --workdir=/tmp/debris64 \
-        --config.model.base_width=64                 # the seed's 31.3M-parameter model
+        --config.model.base_width=64                 # the reference 31.3M-parameter model
     python -m jaxtrain.main --config=configs/debris.py:seed --workdir=/tmp/debris_seed
-                                                     # the seed's whole recipe (GPU-sized)
+                                                     # the reference recipe (GPU-sized)
     python -m jaxtrain.main --config=configs/debris.py --workdir=/tmp/marida \
         --config.data.path=/data/marida.h5           # debris.marida.convert_marida output
 
@@ -56,7 +56,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
     # Inference (jaxtrain.predict): windows, their overlap, and the mask threshold.
     c.predict = ConfigDict(dict(window=256, overlap=64, threshold=0.5))
 
-    if arg == "seed":  # the seed's recipe: full width, whole patches, 2000 train patches
+    if arg == "seed":  # the reference recipe: full width, whole patches, 2000 train patches
         c.data.num_patches = 2858  # 70/15/15 -> 2000 train, 429 val, 429 test
         c.data.crop_size = 0
         c.data.focus_prob = 0.0

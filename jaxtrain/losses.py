@@ -66,6 +66,16 @@ def _prepare_labels(labels: ArrayLike, num_classes: int) -> Array:
     return jnp.clip(jnp.asarray(labels).astype(jnp.int32), 0, num_classes - 1)
 
 
+def _log_softmax_labels_weights(logits: ArrayLike, labels: ArrayLike, mask: ArrayLike | None
+                                ) -> tuple[Array, Array, Array]:
+    """fp32 log-probabilities, checked integer labels and the mask's weights: what every
+    softmax loss starts from."""
+    logits = jnp.asarray(logits).astype(jnp.float32)
+    weights = _mask_weights(mask, logits.shape[:-1])
+    labels = _prepare_labels(labels, logits.shape[-1])
+    return jax.nn.log_softmax(logits, axis=-1), labels, weights
+
+
 def softmax_cross_entropy(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -93,11 +103,7 @@ def softmax_cross_entropy(
     Returns:
       float32 scalar; 0.0 when every element is masked out.
     """
-    logits = jnp.asarray(logits).astype(jnp.float32)
-    num_classes = logits.shape[-1]
-    weights = _mask_weights(mask, logits.shape[:-1])
-    labels = _prepare_labels(labels, num_classes)
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    log_probs, labels, weights = _log_softmax_labels_weights(logits, labels, mask)
     nll = -_gather_class(log_probs, labels)
     if not (isinstance(label_smoothing, (int, float)) and label_smoothing == 0):
         # -(sum_c q_c log p_c) with q = (1-eps) onehot + eps/C.
@@ -204,11 +210,8 @@ def softmax_focal_loss(
       labels: ``(...)`` integer class ids.
       mask: ``(...)`` 0/1.
     """
-    logits = jnp.asarray(logits).astype(jnp.float32)
-    num_classes = logits.shape[-1]
-    weights = _mask_weights(mask, logits.shape[:-1])
-    labels = _prepare_labels(labels, num_classes)
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    log_probs, labels, weights = _log_softmax_labels_weights(logits, labels, mask)
+    num_classes = log_probs.shape[-1]
     log_pt = _gather_class(log_probs, labels)
     loss = -log_pt
     # gamma == 0 is plain CE; skipping the modulating factor also skips its graph.
