@@ -7,7 +7,7 @@ through the training input pipeline, with 0, 2 and 4 grain worker processes.
     python -m benchmarks.das_memory --delete_data     # remove the data set afterwards
 
 Data set (`make_dataset`): a few recordings from the DAS generator (`synthetic.generate`,
-64 channels, int16, 120 s) plus long files (`--file_gb` each, the seed's case: few files of
+64 channels, int16, 120 s) plus long files (`--file_gb` each, real interrogators' case: few files of
 many GB) that loop the first generated recording, streamed to disk in 64 MiB slabs, so 8 GiB
 take about a minute to write. Same layout, attributes and (1024, channels) chunks as the
 generator. Reused while `<data_dir>/das_memory_manifest.json` matches the parameters.

@@ -88,10 +88,12 @@ def rescore(workdir: str) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> None:
-    from jaxtrain.cli import run_cli
+    from jaxtrain.cli import fail, run_cli
 
     if len(argv) > 1:
-        app.usage(shorthelp=True, exitcode=2)
+        fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not flags.FLAGS.workdir:
+        fail("--workdir is required (a finished run's workdir)")
     scored = run_cli(lambda: rescore(flags.FLAGS.workdir))
     json.dump(scored["test"], sys.stdout, default=float)
     print()
@@ -99,6 +101,5 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     flags.DEFINE_string("workdir", None, "A finished run's workdir.")
-    flags.mark_flag_as_required("workdir")
     jax.config.update("jax_platforms", "cpu")  # scoring saved arrays needs no accelerator
     app.run(main)

@@ -80,6 +80,15 @@ def test_saved_predictions_rescore_to_the_results(finished_run):
     assert rescore(workdir)["test"] == results["test"]
 
 
+def test_rescoring_a_directory_that_is_no_run_is_one_line(tmp_path):
+    for args in ([f"--workdir={tmp_path}"], []):
+        r = subprocess.run([sys.executable, "-m", "jaxtrain.evaluate", *args], cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2
+        assert r.stderr.strip().splitlines()[-1].startswith("jaxtrain: error: ")
+        assert "Traceback" not in r.stderr
+
+
 def test_finished_run_is_not_retrained(finished_run):
     config, workdir, results = finished_run
     before = os.path.getmtime(os.path.join(workdir, "results.json"))
