@@ -187,7 +187,7 @@ def reference_spec(config) -> dict:
             "optim": config.optim.to_dict()}
     if config.task == "fire":
         spec.update(num_areas=config.data.num_areas, risk_weight=config.train.risk_weight)
-    if config.task == "debris":
+    if config.task in ("debris", "violence", "glaucoma"):
         spec["loss"] = config.loss.to_dict()
     return json.loads(json.dumps(spec, default=list))  # tuples -> lists
 

@@ -14,6 +14,7 @@ if [[ -n "${SUITE_CPU:-}" ]]; then
     "configs/das.py:transformer"
     "configs/debris.py"
     "configs/debris.py --config.model.base_width=64 --config.train.batch_size=4"
+    "configs/glaucoma.py"
   )
 else
   runs=(
@@ -22,6 +23,7 @@ else
     "configs/das.py:bilstm --config.train.batch_size=512"
     "configs/das.py:transformer --config.train.batch_size=512"
     "configs/debris.py:seed --config.train.batch_size=32 --config.data.num_patches=200"
+    "configs/glaucoma.py:seed --config.data.synthetic.num_images=400 --config.data.synthetic.size=512"
   )
 fi
 for run in "${runs[@]}"; do
@@ -29,3 +31,13 @@ for run in "${runs[@]}"; do
   # shellcheck disable=SC2086  # each run is a config plus its own flags
   "$PY" -m benchmarks.run --config=$run --reference=torch --record "$@"
 done
+# Fire's data scaling (the seed's 5M-vs-50M comparison): whole runs, transformer + ensemble.
+# CPU sizes: 50k, 200k, 500k readings with a small transformer; GPU sizes with the seed's model
+# (50M readings: the ensemble's random forest on 2.9M windows needs more than 10 minutes).
+echo "== fire data scaling" >&2
+if [[ -n "${SUITE_CPU:-}" ]]; then
+  "$PY" -m benchmarks.scaling
+else
+  "$PY" -m benchmarks.scaling --sizes=500000,5000000,50000000 --model=seed \
+    --override=--config.train.batch_size=4096 --override=--config.data.in_memory_gib=4.0
+fi

@@ -227,6 +227,43 @@ class SEUNet(nn.Module):
         return self.head(x)
 
 
+class ViolenceLSTMAttention(nn.Module):
+    """The violence model (jaxtrain/tasks/violence/model.py) in PyTorch: Keras' single bias
+    per LSTM gate (torch's second bias, b_hh, frozen at zero, so the trainable count and the
+    arithmetic match), BatchNorm over batch and time with eps 1e-3."""
+
+    def __init__(self, features: int, units: int = 128, layers: int = 3,
+                 dense: tuple[int, ...] = (256, 128, 64), dense_batchnorm: int = 2,
+                 dropout: float = 0.5, bn_momentum: float = 0.99):
+        super().__init__()
+        self.lstms, self.bns = nn.ModuleList(), nn.ModuleList()
+        d = features
+        for _ in range(layers):
+            lstm = nn.LSTM(d, units, batch_first=True)
+            nn.init.zeros_(lstm.bias_hh_l0)
+            lstm.bias_hh_l0.requires_grad_(False)
+            self.lstms.append(lstm)
+            self.bns.append(nn.BatchNorm1d(units, eps=1e-3, momentum=1 - bn_momentum))
+            d = units
+        self.dropout = nn.Dropout(dropout)
+        self.attention = nn.Linear(units, 1, bias=False)
+        head: list[nn.Module] = []
+        for k, width in enumerate(dense):
+            head.append(nn.Linear(d, width))
+            if k < dense_batchnorm:
+                head.append(nn.BatchNorm1d(width, eps=1e-3, momentum=1 - bn_momentum))
+            head += [nn.ReLU(), nn.Dropout(dropout)]
+            d = width
+        self.head = nn.Sequential(*head, nn.Linear(d, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for lstm, bn in zip(self.lstms, self.bns, strict=True):
+            x, _ = lstm(x)
+            x = self.dropout(bn(x.transpose(1, 2)).transpose(1, 2))
+        weights = torch.softmax(self.attention(x).squeeze(-1), dim=-1)
+        return self.head(torch.einsum("bt,btd->bd", weights, x))
+
+
 def trainable_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -293,7 +330,57 @@ def build(spec: dict[str, Any], batch: dict[str, np.ndarray]
                     + lc["ce_weight"] * (ce * valid).sum() / n)
 
         return model, loss, True
+    if task == "violence":
+        _, _, features = batch["x"].shape
+        model = ViolenceLSTMAttention(features, m["lstm_units"], m["lstm_layers"],
+                                      tuple(m["dense"]), m["dense_batchnorm"], m["dropout"],
+                                      m["bn_momentum"])
+        lc = spec["loss"]
+        # jaxtrain standardises the cached features inside the step: so does the twin.
+        mean, std = torch.zeros(features), torch.ones(features)
+        class_weights = torch.tensor([2.27, 0.64])  # the seed's values; only the cost counts
+
+        def loss(model: nn.Module, b: dict) -> torch.Tensor:
+            x = (b["x"].float() - mean.to(b["x"].device)) / std.to(b["x"].device)
+            log_p = F.log_softmax(model(x).float(), dim=-1)
+            s = lc["label_smoothing"]
+            y = F.one_hot(b["label"], 2).float() * (1 - s) + s / 2
+            per_clip = (lc["focal_alpha"] * (-torch.expm1(log_p)) ** lc["focal_gamma"]
+                        * -y * log_p).sum(-1)
+            return (class_weights.to(x.device)[b["label"]] * per_clip).mean()
+
+        return model, loss, False
+    if task == "glaucoma":
+        return (*glaucoma_twin(m, spec["loss"]), True)
     raise ValueError(f"no PyTorch reference for task {task!r}")
+
+
+def glaucoma_twin(m: dict, lc: dict
+                  ) -> tuple[nn.Module, Callable[[nn.Module, dict], torch.Tensor]]:
+    """torchvision's efficientnet_b0 (the same B0 architecture; symmetric padding, BN eps
+    1e-5) with the glaucoma head, ImageNet input normalization inside, as jaxtrain's model
+    has; binary focal loss (alpha_t, torchvision's) + L2 on the first head layer."""
+    import torchvision
+
+    d1, d2, d3 = m["dropout"]
+    h1, h2 = m["hidden"]
+    backbone = torchvision.models.efficientnet_b0(weights=None).features
+    model = nn.Sequential(backbone, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(d1),
+                          nn.Linear(1280, h1), nn.ReLU(), nn.BatchNorm1d(h1, eps=1e-3),
+                          nn.Dropout(d2), nn.Linear(h1, h2), nn.ReLU(),
+                          nn.BatchNorm1d(h2, eps=1e-3), nn.Dropout(d3), nn.Linear(h2, 1))
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) * 255
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255
+
+    def loss(model: nn.Module, b: dict) -> torch.Tensor:
+        x = (b["image"].float() - mean.to(b["image"].device)) / std.to(b["image"].device)
+        logits = model(x)[:, 0].float()
+        focal = torchvision.ops.sigmoid_focal_loss(logits, b["label"].float(),
+                                                   alpha=lc["focal_alpha"],
+                                                   gamma=lc["focal_gamma"], reduction="mean")
+        return focal + lc["head_l2"] * model[4].weight.pow(2).sum()
+
+    return model, loss
 
 
 def to_torch(batch: dict[str, np.ndarray], device: torch.device, channels_last: bool

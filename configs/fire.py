@@ -48,4 +48,17 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.early_stopping.metric = "val/macro_f1"
     c.early_stopping.mode = "max"
     c.early_stopping.patience = 5
+
+    # The ML ensemble beside the transformer (tasks/fire/ensemble.py), trained after it on
+    # window features; RF and boosting settings are the seed's plan.
+    c.ensemble = ConfigDict(dict(
+        enabled=True,
+        rf_trees=100, rf_max_depth=15,
+        gb_iterations=100, gb_max_depth=6, gb_learning_rate=0.1,
+        weight_step=0.1,  # soft-vote weights: a grid on the simplex, chosen on validation
+        importance_repeats=3,  # shuffles per feature / channel for permutation importance
+        # validation windows for the transformer's channel importance (1 + 6 x repeats passes
+        # through the model: its cost; the tree members use up to 8192)
+        importance_windows=1024,
+    ))
     return c

@@ -47,7 +47,7 @@ class Checkpointer:
     def save(self, step: int, state: Any, data_state: Any, meta: dict,
              metrics: dict | None = None, force: bool = False) -> bool:
         """Saves unless a non-finite parameter is found (never rotate out a healthy one)."""
-        if not bool(_all_finite(state.params)):
+        if not bool(all_finite(state.params)):
             raise FloatingPointError(f"non-finite parameters at step {step}; not checkpointed")
         args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                                   data=ocp.args.JsonSave(data_state),
@@ -94,7 +94,8 @@ def load_for_inference(directory: str, *, best_metric: str, best_mode: str = "ma
 
 
 @jax.jit
-def _all_finite(tree: Any) -> jax.Array:
+def all_finite(tree: Any) -> jax.Array:
+    """Whether every array in `tree` is finite (a scalar bool array)."""
     # Jitted so it also works on arrays spread over several processes.
     return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
@@ -10,15 +11,48 @@ from absl import logging
 
 T = TypeVar("T")
 
-# Errors caused by the user's input (files, config values): reported in one line, exit 2.
-USER_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
-               ValueError)
+# Errors caused by the user's input (files, config values) or the environment (disk full,
+# read-only file system): reported in one line, exit 2. Anything else is a bug and keeps
+# its traceback.
+USER_ERRORS = (OSError, ValueError)
+
+_HINTS = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded",
+          errno.EROFS: "read-only file system", errno.EFBIG: "file size limit reached"}
 
 
-def fail(message: str) -> NoReturn:
-    """One line on stderr, exit status 2."""
+def environment_error(e: BaseException | None) -> OSError | None:
+    """The OSError behind `e`: itself, or what it was raised from (libraries such as orbax
+    wrap a failed write in their own exception); None if there is none."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError) and e.errno is not None:
+            return e
+        seen.add(id(e))
+        e = e.__cause__ if e.__cause__ is not None else (
+            None if e.__suppress_context__ else e.__context__)
+    return None
+
+
+def describe(e: BaseException) -> str:
+    """One line for a user or environment error: the file, what went wrong."""
+    os_error = environment_error(e)
+    if os_error is not None and not isinstance(e, ValueError):
+        where = f"{os_error.filename}: " if os_error.filename else ""
+        text = f"{where}{os_error.strerror or os_error}"
+        hint = _HINTS.get(os_error.errno)
+        return f"{text} ({hint})" if hint and hint not in text.lower() else text
+    text = str(e).strip()
+    return text.splitlines()[0] if text else repr(e)
+
+
+def is_user_error(e: BaseException) -> bool:
+    return isinstance(e, USER_ERRORS) or environment_error(e) is not None
+
+
+def fail(message: str, status: int = 2) -> NoReturn:
+    """One line on stderr, exit status 2 (or `status`)."""
     print(f"jaxtrain: error: {message}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(status)
 
 
 def run_cli(fn: Callable[[], T]) -> T:
@@ -26,8 +60,10 @@ def run_cli(fn: Callable[[], T]) -> T:
     quiet_library_logs()
     try:
         return fn()
-    except USER_ERRORS as e:
-        fail(str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
+    except Exception as e:
+        if not is_user_error(e):
+            raise
+        fail(describe(e))
 
 
 def quiet_library_logs() -> None:
@@ -36,6 +72,8 @@ def quiet_library_logs() -> None:
 
     def keep(record: pylogging.LogRecord) -> bool:
         noisy = any(f"/{lib}/" in record.pathname for lib in ("orbax", "grain", "jax/_src"))
+        if noisy and record.exc_info and is_user_error(record.exc_info[1]):
+            return False  # e.g. a full disk in orbax's writer threads: we say it in one line
         return record.levelno >= pylogging.WARNING or not noisy
 
     logging.get_absl_handler().addFilter(keep)

@@ -19,6 +19,8 @@ def base_config() -> ConfigDict:
     c.train.epochs = 10
     c.train.compute_dtype = "auto"  # auto: bfloat16 on GPU/TPU, float32 on CPU
     c.train.log_every_s = 10.0
+    c.train.report = True  # report.html at the end, TensorBoard images per epoch
+    c.train.check_finite_every = 100  # steps between on-device divergence checks (at most)
     c.train.rng_impl = "rbg"  # dropout PRNG: rbg (XLA RngBitGenerator) | threefry2x32 | unsafe_rbg
 
     c.optim = ConfigDict()
@@ -30,6 +32,7 @@ def base_config() -> ConfigDict:
     c.optim.grad_clip_norm = 1.0
     c.optim.b1 = 0.9
     c.optim.b2 = 0.999
+    c.optim.skip_nonfinite_steps = 0  # > 0: drop non-finite updates, up to N in a row (logged)
 
     c.early_stopping = ConfigDict()
     c.early_stopping.metric = "val/loss"

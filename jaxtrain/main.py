@@ -19,7 +19,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxtrain import config_files
-from jaxtrain.cli import USER_ERRORS, fail, quiet_library_logs
+from jaxtrain.cli import describe, fail, is_user_error, quiet_library_logs
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A shipped config by name (fire, das:tcn) or a config file by path "
@@ -50,36 +50,57 @@ Predict with a trained run:
 HELP_FLAGS = ("-h", "-help", "--help", "-?", "--helpshort", "-helpshort")
 
 
-def check_workdir(workdir: str) -> str:
-    """Creates the workdir and proves it is writable before any work is done."""
-    workdir = os.path.abspath(os.path.expanduser(workdir))
-    try:
-        os.makedirs(workdir, exist_ok=True)
-        probe = os.path.join(workdir, f".write-test-{os.getpid()}")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as e:
-        raise PermissionError(f"workdir {workdir} is not writable: {e.strerror or e}") from None
-    return workdir
+def validate(config, system) -> None:
+    """Every config value, before any data are generated or read (one line per problem)."""
+    from jaxtrain import config_checks
+
+    config_checks.check_shared(config)
+    if system.validate is not None:
+        system.validate(config)
 
 
 def run(config, workdir: str, on_step=None) -> dict:
-    """Everything after flag parsing; importable so tests and notebooks can call it."""
+    """Everything after flag parsing; importable so tests and notebooks can call it.
+
+    Order matters: the config is validated and compared with the workdir's saved one before
+    anything is written; then the workdir is locked, the data are built, and config.json is
+    written once, for a new run only.
+    """
     import jax
 
-    from jaxtrain import files, sharding, train
+    from jaxtrain import config_checks, files, sharding, train
+    from jaxtrain import workdir as workdirs
     from jaxtrain.task import load_system
 
-    workdir = check_workdir(workdir)
+    system = load_system(config.task)
+    validate(config, system)
+    workdir = workdirs.resolve(workdir)
+    saved = workdirs.check_identity(workdir, config)  # reads only
     d = config.distributed
     sharding.maybe_initialize_distributed(d.coordinator_address, d.num_processes,
                                           d.process_id, d.enabled)
-    system = load_system(config.task)
-    if jax.process_index() == 0:
-        files.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
-    task = system.build(config, workdir)
-    return train.train_and_evaluate(config, workdir, task, on_step=on_step)
+    config_checks.check_devices(config, jax.device_count())
+    results_path = os.path.join(workdir, "results.json")
+    if saved is not None and os.path.exists(results_path):
+        logging.info("this run already finished; its results are in %s (use a new --workdir "
+                     "to train again)", results_path)
+        return files.read_json(results_path) | {"already_finished": True}
+    is_main = jax.process_index() == 0
+    created = not os.path.exists(workdir)
+    workdirs.make(workdir)
+    with workdirs.locked(workdir) if is_main else contextlib.nullcontext():
+        saved = workdirs.check_identity(workdir, config)  # again, now that we hold the lock
+        try:
+            task = system.build(config, workdir)
+        except BaseException:
+            if created and is_main:  # a new run that never started leaves nothing behind
+                workdirs.remove_new(workdir)
+            raise
+        if is_main:
+            workdirs.write_config(workdir, config)
+        return train.train_and_evaluate(
+            config, workdir, task, on_step=on_step,
+            schedule_epochs=workdirs.schedule_epochs(saved, config))
 
 
 def main(argv: list[str]) -> None:
@@ -87,10 +108,10 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         fail(f"unexpected arguments: {' '.join(argv[1:])}")
     config = _CONFIG.value
-    workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
+    workdir = _WORKDIR.value
     import jax
 
-    from jaxtrain.train import Interrupted
+    from jaxtrain.train import Diverged, Interrupted
 
     # Compiled steps are cached on disk: a restart or a second run skips most compile time.
     # Set here, not in run(): a library call must not change the process's global JAX config.
@@ -103,16 +124,24 @@ def main(argv: list[str]) -> None:
         logging.warning("%s", e)
         print(f"jaxtrain: {e}", file=sys.stderr)
         sys.exit(128 + e.signum)
-    except USER_ERRORS as e:
-        fail(str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
+    except Diverged as e:
+        fail(str(e), status=3)
+    except Exception as e:
+        if not is_user_error(e):
+            raise  # a bug: keep the traceback
+        fail(describe(e))
     # Runs finished before `headline` was recorded print every test metric.
     summary = {k: results["test"].get(k) for k in results.get("headline", results["test"])}
     if results.get("already_finished"):
         print(f"already finished: {os.path.join(workdir, 'results.json')}")
     print("test: " + json.dumps(summary))
     if "baseline" in results:
-        print("baseline: " + json.dumps({k: results["baseline"].get(k)
-                                         for k in ("accuracy", "macro_f1")}))
+        # Its scalar scores (fire: accuracy, macro F1; glaucoma: AUC, pAUC, sensitivity).
+        print("baseline: " + json.dumps({k: v for k, v in results["baseline"].items()
+                                         if isinstance(v, int | float)}))
+    if "ensemble" in results:  # fire's ML ensemble: test scores, and what predict uses
+        ens = results["ensemble"]
+        print("ensemble: " + json.dumps({"chosen": ens["chosen"], **ens["summary"]}))
 
 
 def usage() -> str:
@@ -141,7 +170,7 @@ def parse_flags(argv: list[str]) -> list[str]:
         cause = e.__context__  # a ConfigError says it all without absl's "flag --config=..."
         message = str(cause if isinstance(cause, config_files.ConfigError) else e)
         fail(f"{message.strip().splitlines()[0]} (jaxtrain --help)")
-    except AttributeError as e:  # a mistyped --config.key override
+    except (AttributeError, KeyError) as e:  # a mistyped --config.key override
         detail = str(e)
         with contextlib.suppress(ValueError, SyntaxError):  # ml_collections wraps it in a repr
             detail = str(ast.literal_eval(detail))

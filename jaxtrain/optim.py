@@ -49,17 +49,39 @@ def make_optimizer(cfg: ml_collections.ConfigDict, steps_per_epoch: int, total_s
                     weight_decay=cfg.weight_decay, mask=decay_mask),
         optax.inject_hyperparams(optax.scale)(step_size=1.0),
     ]
-    return optax.chain(*parts), schedule
+    tx = optax.chain(*parts)
+    skip = cfg.get("skip_nonfinite_steps", 0)
+    if skip:
+        # Off by default: a NaN usually means a bug or a too-high learning rate, which skipping
+        # hides. On, a non-finite update is dropped, up to `skip` in a row.
+        tx = optax.apply_if_finite(tx, max_consecutive_errors=skip)
+    return tx, schedule
+
+
+def _chain_state(opt_state: PyTree) -> PyTree:
+    """The chain's state, inside `apply_if_finite`'s when steps may be skipped."""
+    return opt_state.inner_state if isinstance(opt_state, optax.ApplyIfFiniteState) else opt_state
+
+
+def skipped_steps(opt_state: PyTree) -> int:
+    """Steps whose non-finite update was skipped so far (0 when skipping is off)."""
+    if isinstance(opt_state, optax.ApplyIfFiniteState):
+        return int(opt_state.total_notfinite)
+    return 0
 
 
 def get_lr_scale(opt_state: PyTree) -> float:
     """The reduce-on-plateau factor currently applied (1.0 until a plateau)."""
-    return float(opt_state[-1].hyperparams["step_size"])
+    return float(_chain_state(opt_state)[-1].hyperparams["step_size"])
 
 
 def set_lr_scale(opt_state: PyTree, value: float) -> PyTree:
     """A copy of `opt_state` whose plateau factor is `value` (keeps dtype and sharding)."""
-    old = opt_state[-1].hyperparams["step_size"]
+    chain = _chain_state(opt_state)
+    old = chain[-1].hyperparams["step_size"]
     new = jax.device_put(jax.numpy.asarray(value, old.dtype), old.sharding)
-    last = opt_state[-1]._replace(hyperparams={**opt_state[-1].hyperparams, "step_size": new})
-    return (*opt_state[:-1], last)
+    last = chain[-1]._replace(hyperparams={**chain[-1].hyperparams, "step_size": new})
+    chain = (*chain[:-1], last)
+    if isinstance(opt_state, optax.ApplyIfFiniteState):
+        return opt_state._replace(inner_state=chain)
+    return chain

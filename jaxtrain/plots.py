@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +20,17 @@ def confusion_matrix_png(path: str | os.PathLike[str], matrix: np.ndarray,
     Cells show the count and the row percentage (recall per true class); colour is the row
     fraction, so a rare class is as readable as a common one. Written atomically.
     """
+    fig = confusion_matrix_figure(matrix, class_names, title)
+    path = os.fspath(path)
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)
+    return path
+
+
+def confusion_matrix_figure(matrix: np.ndarray, class_names: Sequence[str],
+                            title: str = "Confusion matrix", dpi: int = 100) -> Any:
+    """The matplotlib Figure of `confusion_matrix_png` (also rendered for TensorBoard)."""
     # No pyplot: no global state and no GUI backend; the Agg canvas renders the PNG.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -30,7 +42,7 @@ def confusion_matrix_png(path: str | os.PathLike[str], matrix: np.ndarray,
     rows = m.sum(axis=1, keepdims=True)
     frac = np.divide(m, rows, out=np.zeros(m.shape, float), where=rows > 0)
     size = 1.6 + 1.1 * k
-    fig = Figure(figsize=(size, size * 0.9), dpi=100)
+    fig = Figure(figsize=(size, size * 0.9), dpi=dpi)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     image = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0)
@@ -45,8 +57,4 @@ def confusion_matrix_png(path: str | os.PathLike[str], matrix: np.ndarray,
     ax.set_ylabel("true")
     ax.set_title(title)
     fig.tight_layout()
-    path = os.fspath(path)
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
-    return path
+    return fig

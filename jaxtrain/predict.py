@@ -1,6 +1,7 @@
 """Inference with a trained run: `python -m jaxtrain.predict --workdir=RUN --input=P --output=O`.
 
-Loads RUN/config.json and the run's best checkpoint (else its latest), then hands both to the
+Loads RUN/config.json and the run's best checkpoint (else its latest; RUN may also be a bundle
+of `jaxtrain.export`, a directory or an s3:// URL), then hands both to the
 system's `predict(config, variables, input_path, output_path, batch_size, workdir=RUN) -> dict`
 (`task.System.predict`), which reads the new data, writes OUT and returns a short summary
 (printed as one JSON line).
@@ -17,7 +18,7 @@ from typing import Any
 import ml_collections
 from absl import app, flags
 
-from jaxtrain import checkpoint, files
+from jaxtrain import checkpoint, export, files
 from jaxtrain.cli import fail, run_cli
 from jaxtrain.task import load_system
 
@@ -30,8 +31,11 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 
 
 def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, dict[str, Any], int]:
-    """(config, {"params", "model_state"}, step) of a finished or interrupted run."""
+    """(config, {"params", "model_state"}, step) of a finished or interrupted run, or of an
+    exported bundle (`jaxtrain.export`)."""
     workdir = os.path.abspath(os.path.expanduser(workdir))
+    if export.is_bundle(workdir):
+        return export.load_bundle_run(workdir)
     config = load_config(workdir)
     es = config.early_stopping
     state, step = checkpoint.load_for_inference(os.path.join(workdir, "checkpoints"),
@@ -40,9 +44,11 @@ def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, dict[str, Any], i
 
 
 def predict(workdir: str, input_path: str, output_path: str, batch_size: int = 0) -> dict:
-    """Library form of the CLI."""
+    """Library form of the CLI. `workdir`: a run's workdir, or an exported bundle's directory
+    or s3:// URL (downloaded first)."""
     if not os.path.exists(input_path):
         raise FileNotFoundError(f"input not found: {input_path}")
+    workdir = export.local_bundle(workdir)
     config, variables, step = load_run(workdir)
     summary = load_system(config.task).predict(config, variables, input_path, output_path,
                              batch_size or config.train.eval_batch_size,
@@ -63,7 +69,8 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     # Flags live here, not at import: jaxtrain.main defines --workdir too, and absl flags are
     # process-global, so both modules must be importable side by side (notebooks, tests).
-    flags.DEFINE_string("workdir", None, "A training run's workdir.")
+    flags.DEFINE_string("workdir", None, "A training run's workdir, or an exported bundle "
+                        "(its directory or s3:// URL, jaxtrain.export).")
     flags.DEFINE_string("input", None, "A file or a directory of files to predict on.")
     flags.DEFINE_string("output", None, "Where to write the predictions.")
     flags.DEFINE_integer("batch_size", 0, "Inference batch (0 = the run's eval batch).")

@@ -52,6 +52,12 @@ class Task:
     data: JSON-able facts about the data (paths, split sizes, class counts) for results.json.
     choices: how this task resolved its `auto` settings (e.g. where augmentation runs),
       logged at start-up and written to results.json with the loop's own.
+    after_training(workdir, variables) -> extra results: a post-training stage (e.g. fire's
+      ML ensemble) run by process 0 after the final test, once the best checkpoint's
+      predictions are saved (predictions/{val,test}.npz): it reads them rather than hooking
+      into the loop, may use `variables` (the best {"params", "model_state"} as host arrays,
+      e.g. for permutation importance through `predict_fn`), writes its own files into the
+      workdir and returns top-level keys merged into results.json before it is written.
     """
 
     train_source: Any
@@ -69,6 +75,10 @@ class Task:
     figures: Callable[[str, dict[str, Any]], dict[str, str]] | None = None
     data: dict[str, Any] = dataclasses.field(default_factory=dict)
     choices: dict[str, Any] = dataclasses.field(default_factory=dict)
+    after_training: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None
+    # Training phases (`jaxtrain.phases.Phase`: loss, trainable mask, lr scale from an epoch
+    # on), e.g. a frozen backbone then a partly unfrozen one; empty: `loss_fn` trains all.
+    phases: Sequence[Any] = ()
 
 
 def evaluate(evaluators: Sequence[Evaluator], outputs: Outputs,
@@ -97,6 +107,9 @@ class System:
     description: str  # one line, for `jaxtrain --help`
     build: Callable[[ml_collections.ConfigDict, str], Task]
     predict: PredictCommand
+    # Checks the system's own config keys before anything is read or written; raises
+    # `config_checks.ConfigValueError` (one line: key, value, what is allowed).
+    validate: Callable[[ml_collections.ConfigDict], None] | None = None
 
 
 def load_system(name: str) -> System:

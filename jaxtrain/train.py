@@ -7,13 +7,14 @@ share), the loop (`_train`), the end of an epoch (`_end_of_epoch`), the final te
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -25,17 +26,20 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from jaxtrain import evaluate as evaluate_lib
-from jaxtrain import files, optim, writers
+from jaxtrain import files, optim, phases, writers
+from jaxtrain import report as report_lib
 from jaxtrain import sharding as shd
-from jaxtrain.checkpoint import Checkpointer, abstract_like
+from jaxtrain.checkpoint import Checkpointer, abstract_like, all_finite
 from jaxtrain.data import pipeline
 from jaxtrain.task import Task, evaluate
 from jaxtrain.train_step import (
+    FIRST_NONFINITE_STEP,
+    NO_STEP,
+    NONFINITE,
     TrainState,
     compute_dtype,
     create_sharded_state,
     make_eval_step,
-    make_train_step,
     rng_with_impl,
 )
 
@@ -43,10 +47,18 @@ from jaxtrain.train_step import (
 class Interrupted(Exception):
     """SIGTERM/SIGINT arrived; a checkpoint was saved and the run can be resumed."""
 
-    def __init__(self, signum: int, step: int):
-        super().__init__(f"stopped by signal {signum} at step {step}; checkpoint saved, "
-                         "rerun the same command to resume")
+    def __init__(self, signum: int, step: int, during_test: bool = False):
+        super().__init__(
+            f"stopped by signal {signum} during the final test evaluation; training is "
+            "finished and saved: rerun the same command to evaluate" if during_test else
+            f"stopped by signal {signum} at step {step}; checkpoint saved, rerun the same "
+            "command to resume")
         self.signum = signum
+
+
+class Diverged(FloatingPointError):
+    """A non-finite loss, gradient norm or parameter: training stopped, nothing was saved
+    from it (the latest checkpoint is the last good one)."""
 
 
 @dataclasses.dataclass
@@ -62,6 +74,7 @@ class LoopState:
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     epoch_sums: dict[str, float] = dataclasses.field(default_factory=dict)
     epoch_steps: int = 0
+    times: dict[str, float] = dataclasses.field(default_factory=dict)  # seconds by activity
 
 
 class _StopFlag:
@@ -90,7 +103,8 @@ class _StopFlag:
         return jax.process_count() == 1 and bool(self.received)
 
     def _handle(self, signum: int, frame: Any) -> None:
-        logging.warning("signal %d received: saving a checkpoint, then exiting", signum)
+        logging.warning("signal %d received: stopping at the next safe point (a checkpoint "
+                        "during training)", signum)
         self.received = signum
 
     def restore(self) -> None:
@@ -98,21 +112,64 @@ class _StopFlag:
             signal.signal(s, h)
 
 
+_BOOKKEEPING = (*NONFINITE.values(), FIRST_NONFINITE_STEP)
+
+
+def _combine(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    first = jnp.minimum(a[FIRST_NONFINITE_STEP], b[FIRST_NONFINITE_STEP])
+    return jax.tree.map(jnp.add, a, b) | {FIRST_NONFINITE_STEP: first}
+
+
 class _DeviceSums:
-    """Running sums of step metrics kept on device; read only when folded into the loop."""
+    """Running sums of step metrics kept on device; read only when folded into the loop.
 
-    _add = staticmethod(jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b)))
+    The sums include counts of non-finite losses and gradient norms, so divergence is found
+    whenever they are read (`check`, `flush_into`) without a host sync per step.
+    """
 
-    def __init__(self):
+    _add = staticmethod(jax.jit(_combine))
+
+    def __init__(self, skip_nonfinite: bool = False):
         self.total, self.count = None, 0
+        self.skip_nonfinite = skip_nonfinite
+        self.skipped = 0
 
     def add(self, metrics: dict[str, jax.Array]) -> None:
         self.total = metrics if self.total is None else self._add(self.total, metrics)
         self.count += 1
 
-    def flush_into(self, loop: LoopState) -> None:
+    def check(self, step: int, params: Any) -> None:
+        """Raises `Diverged` if a step since the last read had a non-finite loss or gradient
+        norm; when the optimizer skips such steps, they are counted instead, and only
+        non-finite `params` (more bad steps in a row than allowed) stop the run."""
+        if self.total is None:
+            return
+        bad = jax.device_get({k: self.total[k] for k in _BOOKKEEPING})
+        counts = {name: int(bad[key]) for name, key in NONFINITE.items() if bad[key]}
+        if not counts:
+            return
+        first = int(bad[FIRST_NONFINITE_STEP])
+        if self.skip_nonfinite:
+            self.skipped += max(counts.values())
+            self.total = self.total | {
+                **{k: jnp.zeros_like(self.total[k]) for k in NONFINITE.values()},
+                FIRST_NONFINITE_STEP: jnp.full_like(self.total[FIRST_NONFINITE_STEP], NO_STEP)}
+            logging.warning("skipped %d non-finite steps so far (optim.skip_nonfinite_steps)",
+                            self.skipped)
+            if bool(all_finite(params)):
+                return
+            counts = {"params": 1}
+        names = {"loss": "loss", "grad_norm": "gradient norm", "params": "parameters"}
+        what = " and ".join(names[k] for k in counts)
+        raise Diverged(f"training diverged: non-finite {what} at step {first} (checked at "
+                       f"step {step}); the latest checkpoint is the last good one. Lower "
+                       "optim.learning_rate or check the data for NaNs")
+
+    def flush_into(self, loop: LoopState, step: int, params: Any) -> None:
         if self.total is not None:
-            for k, v in jax.device_get(self.total).items():
+            self.check(step, params)
+            total = _scalars(jax.device_get(self.total))
+            for k, v in total.items():
                 loop.epoch_sums[k] = loop.epoch_sums.get(k, 0.0) + float(v)
             loop.epoch_steps += self.count
         self.total, self.count = None, 0
@@ -189,9 +246,20 @@ class _Run:
     def step(self) -> int:
         return int(self.state.step)
 
+    @contextlib.contextmanager
+    def timed(self, activity: str) -> Iterator[None]:
+        """Adds the block's wall time to `loop.times[activity]` (kept across resumes)."""
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            times = self.loop.times
+            times[activity] = times.get(activity, 0.0) + time.monotonic() - t0
+
     def save(self, metrics: dict | None = None, force: bool = False) -> None:
-        self.ckpt.save(self.step, self.state, self.feeder.get_state(),
-                       dataclasses.asdict(self.loop), metrics=metrics, force=force)
+        with self.timed("checkpoint_s"):
+            self.ckpt.save(self.step, self.state, self.feeder.get_state(),
+                           dataclasses.asdict(self.loop), metrics=metrics, force=force)
 
     def predict(self, source: Any, stoppable: bool = False) -> dict[str, np.ndarray]:
         return evaluate_lib.predict_split(
@@ -205,22 +273,29 @@ class _Run:
         self.ckpt.close()
 
 
-def setup(config: ml_collections.ConfigDict, workdir: str, task: Task) -> _Run:
-    """Mesh, state, compiled steps, input and checkpoints; resumes from the latest checkpoint."""
+def setup(config: ml_collections.ConfigDict, workdir: str, task: Task,
+          schedule_epochs: int | None = None) -> _Run:
+    """Mesh, state, compiled steps, input and checkpoints; resumes from the latest checkpoint.
+
+    `schedule_epochs`: the epochs the learning-rate schedule spans, when a rerun changed
+    `train.epochs` (workdir.schedule_epochs); default `train.epochs`.
+    """
     mesh = shd.make_mesh(config.mesh.fsdp)
     per_epoch = steps_per_epoch(task, config)
     total_steps = config.train.epochs * per_epoch
-    tx, schedule = optim.make_optimizer(config.optim, per_epoch, total_steps)
+    schedule_epochs = schedule_epochs or config.train.epochs
+    tx, schedule = optim.make_optimizer(config.optim, per_epoch, schedule_epochs * per_epoch)
     state, shardings = make_state(task, config, mesh, tx)
     es = config.early_stopping
     run = _Run(
         config=config, workdir=workdir, task=task, mesh=mesh, steps_per_epoch=per_epoch,
         total_steps=total_steps, state=state, shardings=shardings,
-        train_step=make_train_step(task.loss_fn, tx, mesh, shardings,
-                                   learning_rate_fn=schedule),
+        train_step=phases.make_step(task.phases, task.loss_fn, tx, mesh, shardings, per_epoch,
+                                    learning_rate_fn=schedule),
         eval_step=make_eval_step(task.predict_fn, mesh, shardings),
-        feeder=pipeline.BatchFeeder(train_batches(task, config, mesh, config.train.epochs + 1),
-                                    mesh),
+        feeder=pipeline.BatchFeeder(
+            train_batches(task, config, mesh, max(config.train.epochs, schedule_epochs) + 1),
+            mesh),
         ckpt=Checkpointer(os.path.join(workdir, "checkpoints"), best_metric=es.metric,
                           best_mode=es.mode,
                           keep_every_steps=config.checkpoint.keep_every_steps),
@@ -241,10 +316,12 @@ def setup(config: ml_collections.ConfigDict, workdir: str, task: Task) -> _Run:
 
 # ----------------------------------------------------------------------------- the run
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Task, *,
-                       on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
+                       on_step: Callable[[int], None] | None = None,
+                       schedule_epochs: int | None = None) -> dict[str, Any]:
     """Trains `task` as `config` says, resuming from `workdir` if it holds a checkpoint.
 
     `on_step(step)` runs on the host after each step is dispatched (custom logging, tests).
+    `schedule_epochs`: see `setup`.
     """
     workdir = os.path.abspath(workdir)
     results_path = os.path.join(workdir, "results.json")
@@ -253,82 +330,126 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
                      "to train again)", results_path)
         with open(results_path) as f:
             return json.load(f) | {"already_finished": True}
-    run = setup(config, workdir, task)
+    t0 = time.monotonic()
+    run = setup(config, workdir, task, schedule_epochs)
+    run.loop.times["setup_s"] = run.loop.times.get("setup_s", 0.0) + time.monotonic() - t0
     try:
         _train(run, on_step)
         results = _test(run)
         if jax.process_index() == 0:
             files.write_json_atomic(results_path, results)
+            if config.train.report:  # report.html; a failure is a warning, not a failed run
+                run.writer.flush()  # the page reads the TensorBoard events too
+                report_lib.write_report_safely(workdir)
         return results
     finally:
         run.close()
 
 
 def _train(run: _Run, on_step: Callable[[int], None] | None) -> None:
-    """Steps until the last epoch, early stopping or a signal (then: save, `Interrupted`)."""
+    """Steps until the last epoch, early stopping or a signal (then: save, `Interrupted`).
+
+    Non-finite losses and gradient norms are counted on device and checked whenever the sums
+    are read: before every checkpoint and history row, at every progress line and at least
+    every `train.check_finite_every` steps (`Diverged`: nothing is saved from it).
+    """
     config, loop, stop = run.config, run.loop, run.stop
     metric = config.early_stopping.metric
     every_steps = config.checkpoint.every_steps
     progress = writers.Progress(run.total_steps, config.train.batch_size,
                                 config.train.log_every_s)
     progress.start(run.step)
-    sums = _DeviceSums()  # step metrics summed on device: no host sync per step
+    # Step metrics summed on device: no host sync per step.
+    sums = _DeviceSums(skip_nonfinite=bool(config.optim.skip_nonfinite_steps))
     step = run.step
+    first_step_done = False
     while True:
         # An epoch ends at a multiple of steps_per_epoch not yet counted in loop.epoch (a run
         # resumed from the checkpoint taken right after that epoch's evaluation skips it).
         if step and step % run.steps_per_epoch == 0 and loop.epoch < step // run.steps_per_epoch:
-            sums.flush_into(loop)
-            _end_of_epoch(run)
+            sums.flush_into(loop, step, run.state.params)
+            _end_of_epoch(run, skipped=sums.skipped)
             if not stop.signum:
                 run.save(metrics={metric: loop.history[-1][metric]})
         if step >= run.total_steps or loop.stopped_early or stop.poll(step):
             break
-        run.state, metrics = run.train_step(run.state, next(run.feeder))
+        with run.timed("input_wait_s"):
+            batch = next(run.feeder)
+        if not first_step_done:  # compiles the step: timed apart, waited for
+            with run.timed("compile_s"):
+                run.state, metrics = run.train_step(run.state, batch)
+                jax.block_until_ready(metrics)
+            first_step_done = True
+        else:
+            with run.timed("train_steps_s"):
+                run.state, metrics = run.train_step(run.state, batch)
         step += 1
         sums.add(metrics)
         if on_step is not None:
             on_step(step)
         if every_steps and step % every_steps == 0 and step % run.steps_per_epoch:
-            sums.flush_into(loop)
+            sums.flush_into(loop, step, run.state.params)
             run.save()
+        if progress.due() or step % config.train.check_finite_every == 0:
+            with run.timed("train_steps_s"):  # waits for the step
+                sums.check(step, run.state.params)
         if progress.due():
-            host_metrics = jax.device_get(metrics)  # waits for the step: honest rate
+            host_metrics = _scalars(jax.device_get(metrics))
             rate = progress.rate(step)
             progress.line(step, loop.epoch, float(host_metrics["loss"]), rate)
-            run.writer.scalars(step, {"train/" + k: v for k, v in host_metrics.items()}
+            # Single steps under their own tags: train/ holds the epoch means (history.csv).
+            run.writer.scalars(step, {"train_step/" + k: v for k, v in host_metrics.items()}
                                | rate | _memory())
     if stop.signum:
-        sums.flush_into(loop)
+        sums.flush_into(loop, step, run.state.params)
         if run.ckpt.latest_step() != step:
             run.save(force=True)
         run.ckpt.wait()
         raise Interrupted(stop.signum, step)
 
 
-def _end_of_epoch(run: _Run) -> None:
+def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The step's metrics without the loop's non-finite bookkeeping."""
+    return {k: v for k, v in metrics.items() if k not in _BOOKKEEPING}
+
+
+def _end_of_epoch(run: _Run, skipped: int = 0) -> None:
     """Validation, history row, early stopping and reduce-on-plateau for one epoch."""
     loop, config = run.loop, run.config
+    if not bool(all_finite(run.state.params)):  # a last step's update can be the bad one
+        raise Diverged(f"training diverged: non-finite parameters after step {run.step}; the "
+                       "latest checkpoint is the last good one. Lower optim.learning_rate")
     t0 = time.monotonic()
-    val_outputs = run.predict(run.task.val_source, stoppable=True)
-    if run.stop.poll(run.step):
-        return  # the pass may be partial: the caller saves and exits
-    val_metrics, _ = evaluate(run.task.evaluators, val_outputs)
+    with run.timed("evaluation_s"):
+        val_outputs = run.predict(run.task.val_source, stoppable=True)
+        if run.stop.poll(run.step):
+            return  # the pass may be partial: the caller saves and exits
+        val_metrics, val_report = evaluate(run.task.evaluators, val_outputs)
     loop.epoch += 1
     train_means = {f"train/{k}": v / max(loop.epoch_steps, 1) for k, v in loop.epoch_sums.items()}
     loop.epoch_sums, loop.epoch_steps = {}, 0
     val = {f"val/{k}": v for k, v in val_metrics.items()}
     row = {"epoch": loop.epoch, "step": run.step, **train_means, **val,
-           "lr_scale": optim.get_lr_scale(run.state.opt_state), "eval_s": time.monotonic() - t0}
+           "lr_scale": optim.get_lr_scale(run.state.opt_state), "eval_s": time.monotonic() - t0,
+           **_memory(), **{f"time/{k}": round(v, 3) for k, v in loop.times.items()}}
+    if config.optim.skip_nonfinite_steps:
+        row["skipped_steps"] = skipped
     loop.history.append(row)
     run.writer.scalars(run.step, row)
     run.writer.history(loop.history)
+    if config.train.report:  # pictures for TensorBoard's Images tab (process 0)
+        report_lib.log_epoch_images(run.writer, run.step, val_report, loop.history)
     run.writer.flush()
     es = config.early_stopping
-    value = row.get(es.metric)
-    if value is None or not math.isfinite(value):
-        raise ValueError(f"early_stopping.metric={es.metric!r} is not a finite validation "
-                         f"metric; available: {sorted(k for k in row if k.startswith('val/'))}")
+    if es.metric not in row:
+        raise ValueError(f"early_stopping.metric={es.metric!r} is not a validation metric of "
+                         f"this task; available: "
+                         f"{', '.join(sorted(k for k in row if k.startswith('val/')))}")
+    value = row[es.metric]
+    if not math.isfinite(value):
+        raise ValueError(f"validation metric {es.metric} is {value} at epoch {loop.epoch} "
+                         "(the validation split may lack a class it needs); choose another "
+                         "early_stopping.metric")
     _early_stopping(loop, value, es)
     if config.reduce_on_plateau.enabled:
         _reduce_on_plateau(run, value)
@@ -373,9 +494,12 @@ def _test(run: _Run) -> dict[str, Any]:
     best = run.ckpt.best_step()
     if best is not None and best != final_step:
         run.state, _, _ = run.ckpt.restore(best, abstract_like(run.state, run.shardings))
-    val_outputs = run.predict(task.val_source)
-    test_outputs = run.predict(task.test_source)
-    test_metrics, report = evaluate(task.evaluators, test_outputs, val_outputs)
+    with run.timed("evaluation_s"):
+        val_outputs = run.predict(task.val_source, stoppable=True)
+        test_outputs = run.predict(task.test_source, stoppable=True)
+        if run.stop.poll(final_step, every=1):  # outputs may be partial: no results from them
+            raise Interrupted(run.stop.signum, final_step, during_test=True)
+        test_metrics, report = evaluate(task.evaluators, test_outputs, val_outputs)
     results = {"test": test_metrics, "test_report": report, "headline": list(task.headline),
                "best_step": best, "final_step": final_step, "epochs_trained": run.loop.epoch,
                "stopped_early": run.loop.stopped_early, "setup": run.setup, "data": task.data}
@@ -387,8 +511,24 @@ def _test(run: _Run) -> dict[str, Any]:
                                                      ("test", test_outputs))}
         if task.figures is not None:
             results["figures"] = task.figures(run.workdir, report)
+    if task.after_training is not None:  # a stage over the saved predictions (task.Task)
+        variables = multihost_utils.process_allgather(  # collective: every process gathers
+            {"params": run.state.params, "model_state": run.state.model_state}, tiled=True)
+        if is_main:
+            with run.timed("after_training_s"):
+                results |= task.after_training(run.workdir, variables)
     run.writer.scalars(final_step, {"test/" + k: v for k, v in test_metrics.items()})
+    results["time_breakdown"] = _time_breakdown(run.loop.times)
     return results
+
+
+def _time_breakdown(times: dict[str, float]) -> dict[str, float]:
+    """Seconds by activity over all of the run's sessions (resumes add up)."""
+    out = {k: round(times.get(k, 0.0), 3) for k in (
+        "setup_s", "compile_s", "input_wait_s", "train_steps_s", "evaluation_s",
+        "checkpoint_s", "after_training_s")}
+    out["total_s"] = round(sum(out.values()), 3)
+    return out
 
 
 def _memory() -> dict[str, float]:

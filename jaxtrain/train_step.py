@@ -26,6 +26,13 @@ PyTree = Any
 LossFn = Callable[[PyTree, PyTree, PyTree, jax.Array], tuple[jax.Array, tuple[dict, PyTree]]]
 PredictFn = Callable[[PyTree, PyTree, PyTree], dict[str, jax.Array]]
 
+# Train-step outputs that are bookkeeping, not metrics: 1.0 when the step's loss / gradient
+# norm was not finite (summed: counts), and the step itself when either was (NO_STEP when
+# not; combined with min, not sum).
+NONFINITE = {"loss": "nonfinite/loss", "grad_norm": "nonfinite/grad_norm"}
+FIRST_NONFINITE_STEP = "nonfinite/first_step"
+NO_STEP = 2**31 - 1
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -94,7 +101,18 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, mesh: Mes
             compute_loss, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads)}
+        grad_norm = optax.tree.norm(grads)
+        # A non-finite value would poison the epoch means; the flags below report it.
+        metrics = jax.tree.map(lambda v: jnp.where(jnp.isfinite(v), v, 0.0),
+                               {**metrics, "loss": loss, "grad_norm": grad_norm})
+        metrics = {**metrics,
+                   # Summed on device by the loop and checked when read: divergence is seen
+                   # without a host sync per step (train.py, _DeviceSums).
+                   NONFINITE["loss"]: (~jnp.isfinite(loss)).astype(jnp.float32),
+                   NONFINITE["grad_norm"]: (~jnp.isfinite(grad_norm)).astype(jnp.float32),
+                   FIRST_NONFINITE_STEP: jnp.where(
+                       jnp.isfinite(loss) & jnp.isfinite(grad_norm), NO_STEP,
+                       state.step + 1).astype(jnp.int32)}
         if learning_rate_fn is not None:
             metrics["learning_rate"] = learning_rate_fn(state.step)
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,

@@ -48,6 +48,13 @@ class MetricWriter:
             if v is not None and np.ndim(v) == 0 and np.isfinite(v):
                 self._tb.add_scalar(k, float(v), global_step=step)
 
+    def images(self, step: int, images: dict[str, np.ndarray]) -> None:
+        """(H, W, 3) uint8 pictures to TensorBoard's Images tab (`report.epoch_images`)."""
+        if not self.enabled:
+            return
+        for tag, image in images.items():
+            self._tb.add_image(tag, image, global_step=step, dataformats="HWC")
+
     def history(self, rows: list[dict[str, Any]]) -> None:
         """Rewrites history.csv from the full list (kept in checkpoints, so resumes agree)."""
         if not self.enabled or not rows:

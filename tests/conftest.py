@@ -34,3 +34,27 @@ flags.FLAGS.mark_as_parsed()  # grain reads absl flags; pytest never parses them
 def cache_dir(tmp_path_factory) -> str:
     """Shared between tests: generated data."""
     return str(tmp_path_factory.mktemp("jaxtrain-cache"))
+
+
+@pytest.fixture(scope="session")
+def fire_ensemble_run(tmp_path_factory, cache_dir):
+    """A finished tiny fire run with a small ML ensemble (test_fire_ensemble, test_export):
+    (config, workdir, results)."""
+    from jaxtrain import main
+    from tests.fire_test_config import tiny_fire_config
+
+    config = tiny_fire_config(cache_dir, epochs=1)
+    config.ensemble.update(enabled=True, rf_trees=12, rf_max_depth=8, gb_iterations=12,
+                           importance_repeats=1, importance_windows=256)
+    workdir = str(tmp_path_factory.mktemp("fire_ensemble"))
+    return config, workdir, main.run(config, workdir)
+
+
+def pytest_collection_modifyitems(config, items):
+    """`@pytest.mark.slow` tests (minutes on 2 CPU cores) run with JAXTRAIN_SLOW_TESTS=1."""
+    if os.environ.get("JAXTRAIN_SLOW_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow on CPU: set JAXTRAIN_SLOW_TESTS=1 to run")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

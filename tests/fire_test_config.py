@@ -30,5 +30,13 @@ def tiny_fire_config(cache_dir: str, **train):
     c.train.epochs = 2
     c.train.log_every_s = 1000.0
     c.optim.learning_rate = 3e-3
+    c.ensemble.enabled = False  # its own tests (test_fire_ensemble.py) turn it on
+    c.train.report = False  # ~5 s of pictures per run; test_fire_train's full run turns it on
     c.train.update(train)
     return c
+
+
+def get_config(arg: str | None = None):
+    """The tiny fire config as a config file, for tests that go through the command line
+    (`--config=tests/fire_test_config.py --config.data.cache_dir=...`)."""
+    return tiny_fire_config("~/.cache/jaxtrain")

@@ -48,6 +48,7 @@ def tiny_das_config(cache_dir: str, model: str = "tcn", **train):
     c.train.eval_batch_size = 64
     c.train.epochs = 3
     c.train.log_every_s = 1000.0
+    c.train.report = False  # report.html is tested in test_report.py
     c.optim.learning_rate = 3e-3
     c.train.update(train)
     return c

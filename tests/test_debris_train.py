@@ -45,6 +45,7 @@ def tiny_debris_config(cache_dir: str, **data):
     c.train.eval_batch_size = 8
     c.train.epochs = 3
     c.train.log_every_s = 1000.0
+    c.train.report = False  # report.html is tested in test_report.py
     c.optim.learning_rate = 3e-3
     c.optim.warmup_epochs = 0.5
     c.predict.window = 32

@@ -38,7 +38,7 @@ def _history(workdir: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, cache_dir):
     workdir = str(tmp_path_factory.mktemp("fire_full"))
-    config = tiny_fire_config(cache_dir, epochs=2)
+    config = tiny_fire_config(cache_dir, epochs=2, report=True)
     results = main.run(config, workdir)
     return config, workdir, results
 
@@ -67,6 +67,10 @@ def test_tiny_run_learns_and_writes_outputs(finished_run):
     assert os.listdir(os.path.join(workdir, "tb"))
     with open(os.path.join(workdir, "config.json")) as f:
         assert json.load(f)["task"] == "fire"
+    # The run's report page (jaxtrain.report; the page itself: tests/test_report.py).
+    with open(os.path.join(workdir, "report.html")) as f:
+        assert "could not be drawn" not in f.read()
+    assert "roc_pr.png" in os.listdir(os.path.join(workdir, "report"))
 
 
 def test_saved_predictions_rescore_to_the_results(finished_run):

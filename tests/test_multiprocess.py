@@ -14,7 +14,8 @@ import pytest
 
 from tests.fire_test_config import ROOT
 
-TINY = ["--config=configs/fire.py", "--config.data.samples_per_area=4000",
+TINY = ["--config=configs/fire.py", "--config.ensemble.enabled=False",
+        "--config.train.report=False", "--config.data.samples_per_area=4000",
         "--config.data.blocks_per_area=8", "--config.data.train_stride=8",
         "--config.data.eval_stride=8", "--config.model.num_layers=1", "--config.model.d_model=32",
         "--config.model.d_ff=64", "--config.model.num_heads=2", "--config.train.batch_size=32",

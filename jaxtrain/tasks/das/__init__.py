@@ -7,8 +7,9 @@ evaluation: window and file scores; task: the `Task` of a config; predict: infer
 """
 
 from jaxtrain.task import System
+from jaxtrain.tasks.das.checks import validate
 from jaxtrain.tasks.das.predict import predict
 from jaxtrain.tasks.das.task import build
 
 SYSTEM = System(name="das", description="earthquake / quarry blast / noise in DAS recordings",
-                build=build, predict=predict)
+                build=build, predict=predict, validate=validate)

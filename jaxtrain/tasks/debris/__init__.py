@@ -9,7 +9,8 @@ threshold; task: `build` (data, model, loss); predict: sliding-window inference 
 
 from jaxtrain.task import System
 from jaxtrain.tasks.debris import predict, task  # modules: `predict` stays the module's name
+from jaxtrain.tasks.debris.checks import validate
 
 SYSTEM = System(name="debris", description="marine debris segmentation of 11-band Sentinel-2 "
                 "patches (per-pixel debris probability and mask)", build=task.build,
-                predict=predict.predict)
+                predict=predict.predict, validate=validate)

@@ -1,5 +1,5 @@
 """Fire risk for every window of a new log: `python -m jaxtrain.predict --workdir=RUN
---input=log.h5 --output=predictions.csv`."""
+--input=log.h5 --output=predictions.csv` (RUN: a workdir or an exported bundle)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 
 from jaxtrain.files import atomic_path
-from jaxtrain.tasks.fire import normalize
+from jaxtrain.tasks.fire import ensemble, features, normalize
 from jaxtrain.tasks.fire.reader import read_fire_file
 from jaxtrain.tasks.fire.task import build_model, window_source
 
@@ -29,8 +29,11 @@ def predict(config: ml_collections.ConfigDict, variables: dict[str, Any], input_
     trained on (the model embeds the area).
 
     Writes the CSV `output_path`, one row per window: area, row (the window's last row),
-    end_timestamp (unix seconds), prediction (class name), p_<class> per class, risk.
-    Returns a summary: areas, windows, predictions per class, max_risk, output.
+    end_timestamp (unix seconds), prediction (class name), p_<class> per class, risk. A run
+    with an ML ensemble (ensemble.py) predicts with the combination it chose on validation
+    (prediction and p_<class>: a member's probabilities, or the vote's scores) and adds
+    every member's probabilities, <member>_p_<class>; risk is the transformer's.
+    Returns a summary: areas, windows, predictions per class, max_risk, combination, output.
     Raises a one-line FileNotFoundError/ValueError for an unusable log or run.
     """
     d = config.data
@@ -74,17 +77,38 @@ def predict(config: ml_collections.ConfigDict, variables: dict[str, Any], input_
         probs.append(np.asarray(p)[:n])
         risk.append(np.asarray(r)[:n])
     probs_a, risk_a = np.concatenate(probs), np.concatenate(risk)
+    members = {ensemble.TRANSFORMER: probs_a}
+    saved_ensemble = ensemble.load(workdir)
+    combination = ensemble.TRANSFORMER
+    if saved_ensemble is not None:
+        spec, models = saved_ensemble
+        names = features.feature_names(info.channel_names, saved["areas"])
+        if names != spec["features"]:
+            raise ValueError(f"{workdir}: its ensemble was trained on other features than "
+                             "this jaxtrain computes; retrain the run")
+        x, _ = features.source_features(source, info.channel_names, len(saved["areas"]),
+                                        area_map=run_area)
+        members |= {m: ensemble.member_probs(model, x, len(class_names))
+                    for m, model in models.items()}
+        members = {m: members[m] for m in spec["members"]}  # the spec's order, for columns
+        combination = spec["chosen"]
+        probs_a = ensemble.combine(spec, members)
+    extra = list(members) if len(members) > 1 else []
     with h5py.File(input_path, "r") as f:
         stamps = [f["areas"][a]["timestamp"][...] for a in info.area_names]
     preds = probs_a.argmax(-1)
     with atomic_path(output_path) as tmp, open(tmp, "w", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(["area", "row", "end_timestamp", "prediction",
-                         *(f"p_{c}" for c in class_names), "risk"])
-        for (s, row), p, k, r in zip(windows, probs_a, preds, risk_a, strict=True):
+                         *(f"p_{c}" for c in class_names), "risk",
+                         *(f"{m}_p_{c}" for m in extra for c in class_names)])
+        member_cols = (np.concatenate([members[m] for m in extra], axis=1) if extra
+                       else np.zeros((len(windows), 0)))
+        for (s, row), p, k, r, mp in zip(windows, probs_a, preds, risk_a, member_cols,
+                                         strict=True):
             writer.writerow([info.area_names[s], int(row), int(stamps[s][row]), class_names[k],
-                             *(f"{v:.5f}" for v in p), f"{r:.5f}"])
+                             *(f"{v:.5f}" for v in p), f"{r:.5f}", *(f"{v:.5f}" for v in mp)])
     return {"areas": len(info.area_names), "windows": len(windows),
             "predictions": {c: int((preds == k).sum()) for k, c in enumerate(class_names)},
-            "max_risk": round(float(risk_a.max()), 5),
+            "max_risk": round(float(risk_a.max()), 5), "combination": combination,
             "output": os.path.abspath(output_path)}

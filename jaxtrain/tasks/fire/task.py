@@ -6,12 +6,15 @@ Windows of `data.seq_len` minutes are labelled by their last minute; whole time 
 each area go to one split, stratified so that every split holds every class.
 Model: a transformer with a class head and a risk head; loss = class-weighted
 cross-entropy + `train.risk_weight` * risk MSE.
+After training (`Task.after_training`, when `ensemble.enabled`): the ML ensemble of
+ensemble.py over the saved predictions.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import h5py
 import jax
@@ -26,7 +29,7 @@ from jaxtrain.data.splits import split_windows
 from jaxtrain.data.synthetic import configured_or_generated, generated_once
 from jaxtrain.models.fire_transformer import FireTransformer
 from jaxtrain.task import Task
-from jaxtrain.tasks.fire import evaluation, normalize, synthetic
+from jaxtrain.tasks.fire import ensemble, evaluation, normalize, synthetic
 from jaxtrain.tasks.fire.baseline import logistic_regression_baseline
 from jaxtrain.tasks.fire.reader import read_fire_file
 from jaxtrain.train_step import compute_dtype, runs_in_step
@@ -127,16 +130,51 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
         return {"probs": jax.nn.softmax(out["logits"]), "risk": jax.nn.sigmoid(out["risk_logit"]),
                 "label": batch["label"], "area": batch["area"], "risk_target": batch["risk"]}
 
+    class_evaluators = [evaluation.classification(info.class_names),
+                        evaluation.per_area(info.area_names, len(info.class_names))]
+    after_training = None
+    if config.get("ensemble") is not None and config.ensemble.enabled:
+        after_training = functools.partial(
+            ensemble.after_training, config=config,
+            sources={"train": train_src, "val": val_src, "test": test_src},
+            channel_names=info.channel_names, area_names=info.area_names,
+            class_names=info.class_names, class_weights=np.asarray(class_weights).tolist(),
+            evaluators=class_evaluators,
+            transformer_probs=raw_window_predictor(predict_fn, batch_transform,
+                                                   t.eval_batch_size))
+
     return Task(
         train_source=train_src, val_source=val_src, test_source=test_src,
         init_fn=init_fn, loss_fn=loss_fn, predict_fn=predict_fn,
-        evaluators=[evaluation.classification(info.class_names),
-                    evaluation.per_area(info.area_names, len(info.class_names)),
-                    evaluation.risk_mae],
+        evaluators=[*class_evaluators, evaluation.risk_mae],
         headline=("accuracy", "macro_f1", "fire_recall"),
         batch_transform=batch_transform,
         baseline=lambda: logistic_regression_baseline(train_src, test_src, info.class_names,
                                                       class_weights),
         data={"path": path, "windows": split_sizes, "train_label_counts": counts.tolist(),
+              "class_names": list(info.class_names), "area_names": list(info.area_names),
               "class_weights": np.asarray(class_weights).tolist()},
-        choices={"data.normalize_in": "step" if in_step else "host"})
+        choices={"data.normalize_in": "step" if in_step else "host"},
+        after_training=after_training)
+
+
+def raw_window_predictor(predict_fn: Any, batch_transform: Any, batch_size: int
+                         ) -> Callable[[dict[str, Any], np.ndarray, np.ndarray], np.ndarray]:
+    """`probs(variables, raw_windows, area)` through the jitted predict step, in fixed-size
+    (padded) batches on the default device: one compilation for any number of windows."""
+    step = jax.jit(predict_fn)
+
+    def probs(variables: dict[str, Any], x: np.ndarray, area: np.ndarray) -> np.ndarray:
+        out = []
+        for start in range(0, len(x), batch_size):
+            n = min(batch_size, len(x) - start)
+            pad = (0, batch_size - n)
+            batch = batch_transform({
+                "x": np.pad(x[start:start + n], (pad, (0, 0), (0, 0))),
+                "area": np.pad(np.asarray(area[start:start + n], np.int32), pad),
+                "label": np.zeros(batch_size, np.int32), "risk": np.zeros(batch_size)})
+            p = step(variables["params"], variables["model_state"], batch)["probs"]
+            out.append(np.asarray(p)[:n])
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+    return probs

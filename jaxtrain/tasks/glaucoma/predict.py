@@ -1,0 +1,113 @@
+"""Referral decisions for new photographs: `python -m jaxtrain.predict --workdir=RUN
+--input=DIR_OR_IMAGE --output=predictions.csv`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxtrain.files import atomic_path
+from jaxtrain.tasks.glaucoma import augment, images
+from jaxtrain.tasks.glaucoma.airogs import find_images, read_labels
+from jaxtrain.tasks.glaucoma.synthetic import LABELS_FILE
+from jaxtrain.tasks.glaucoma.task import make_model
+
+COLUMNS = ("challenge_id", "path", "probability", "referable", "reference", "error")
+
+
+def tuned_threshold(workdir: str | None) -> float | None:
+    """The run's validation-chosen 95%-specificity threshold, or None (no results yet)."""
+    try:
+        with open(os.path.join(workdir or "", "results.json")) as f:
+            value = json.load(f)["test_report"]["threshold"]["chosen"]
+        return float(value) if np.isfinite(value) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _inputs(input_path: str) -> list[tuple[str, str, str]]:
+    """(id, path, reference class) of every image: one file, a folder searched recursively,
+    or an AIROGS tree (its labels CSV lists the ids; a listed id without a file is an error
+    row)."""
+    if os.path.isfile(input_path):
+        stem = os.path.splitext(os.path.basename(input_path))[0]
+        return [(stem, input_path, "")]
+    found = find_images(input_path)
+    labels_csv = os.path.join(input_path, LABELS_FILE)
+    if os.path.isfile(labels_csv):
+        return [(r["challenge_id"], found.get(r["challenge_id"], ""), r["class"])
+                for r in read_labels(labels_csv)]
+    if not found:
+        raise FileNotFoundError(f"{input_path}: no .jpg/.jpeg/.png images found")
+    return [(k, p, "") for k, p in sorted(found.items())]
+
+
+def predict(config: ml_collections.ConfigDict, variables: dict[str, Any], input_path: str,
+            output_path: str, batch_size: int, *, threshold: float | None = None,
+            workdir: str | None = None) -> dict[str, Any]:
+    """Writes the CSV `output_path`: one row per image with the referable-glaucoma
+    probability (5-view TTA, as at test), the decision `referable` = probability >= the
+    threshold (the given one, else the run's validation-chosen 95%-specificity threshold,
+    else `config.predict.threshold`), the reference class when the input is an AIROGS tree,
+    and `error` for an image that could not be read (its other columns empty; the rest are
+    still predicted). Returns a summary."""
+    d = config.data
+    if threshold is None:
+        threshold = tuned_threshold(workdir)
+        threshold = config.predict.threshold if threshold is None else threshold
+    model = make_model(config)
+    v = jax.device_put({"params": variables["params"], **variables["model_state"]})
+    passes = config.eval.tta_passes
+
+    @jax.jit
+    def forward(x: jax.Array) -> jax.Array:
+        views = augment.tta_views(x)[:passes]
+        return jnp.mean(jnp.stack([jax.nn.sigmoid(model.apply(v, view, train=False))
+                                   for view in views]), 0)
+
+    items = _inputs(input_path)
+    probs: dict[int, float] = {}
+    errors: dict[int, str] = {}
+    pending: list[tuple[int, np.ndarray]] = []
+
+    def run() -> None:
+        x = np.stack([img for _, img in pending])
+        n = len(x)
+        x = np.concatenate([x, np.repeat(x[-1:], batch_size - n, 0)])  # one shape, one compile
+        p = np.asarray(forward(jnp.asarray(x, jnp.float32)))[:n]
+        probs.update({i: float(q) for (i, _), q in zip(pending, p, strict=True)})
+        pending.clear()
+
+    for i, (_, path, _) in enumerate(items):
+        if not path:
+            errors[i] = "image file not found"
+            continue
+        try:
+            pending.append((i, images.decode(path, d.image_size, d.clahe)))
+        except (OSError, ValueError, SyntaxError) as e:
+            errors[i] = f"{type(e).__name__}: {' '.join(str(e).split())}"
+        if len(pending) == batch_size:
+            run()
+    if pending:
+        run()
+    referable = 0
+    with atomic_path(output_path) as tmp, open(tmp, "w", newline="") as out:
+        w = csv.writer(out)
+        w.writerow(COLUMNS)
+        for i, (cid, path, ref) in enumerate(items):
+            if i in errors:
+                w.writerow([cid, path, "", "", ref, errors[i]])
+                continue
+            decision = int(probs[i] >= threshold)
+            referable += decision
+            w.writerow([cid, path, f"{probs[i]:.6f}", decision, ref, ""])
+    return {"images": len(items), "predicted": len(probs), "errors": len(errors),
+            "referable": referable, "threshold": threshold,
+            "output": os.path.abspath(output_path)}
