@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import sys
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
@@ -49,9 +50,17 @@ def is_user_error(e: BaseException) -> bool:
     return isinstance(e, USER_ERRORS) or environment_error(e) is not None
 
 
-def fail(message: str, status: int = 2) -> NoReturn:
-    """One line on stderr, exit status 2 (or `status`)."""
+def fail(message: str, status: int = 2, *, hard: bool = False) -> NoReturn:
+    """One line on stderr, exit status 2 (or `status`).
+
+    `hard`: leave at once, without interpreter teardown: after a failed checkpoint write,
+    orbax's background event-loop threads would print tracebacks while Python shuts down.
+    """
     print(f"jaxtrain: error: {message}", file=sys.stderr)
+    if hard:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
     sys.exit(status)
 
 

@@ -125,11 +125,11 @@ def main(argv: list[str]) -> None:
         print(f"jaxtrain: {e}", file=sys.stderr)
         sys.exit(128 + e.signum)
     except Diverged as e:
-        fail(str(e), status=3)
+        fail(str(e), status=3, hard=True)
     except Exception as e:
         if not is_user_error(e):
             raise  # a bug: keep the traceback
-        fail(describe(e))
+        fail(describe(e), hard=True)
     # Runs finished before `headline` was recorded print every test metric.
     summary = {k: results["test"].get(k) for k in results.get("headline", results["test"])}
     if results.get("already_finished"):

@@ -54,7 +54,7 @@ def test_in_memory_budget_changes_speed_not_records(h5, budget):
         for k in a:
             np.testing.assert_array_equal(a[k], b[k])
     assert src._loaded_bytes <= budget
-    in_ram = sum(isinstance(v, np.ndarray) for v in src._arrays._items.values())
+    in_ram = sum(isinstance(v, np.ndarray) for v in src._arrays._items().values())
     assert in_ram == {0: 0, 6_000: 1, 2**30: 4}[budget]  # x is 6,000 bytes, y 500
     src[0]["x"][:] = -1  # a record is a copy: changing it never changes the cached series
     assert src[0]["x"][0, 0] == 0

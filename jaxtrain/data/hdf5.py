@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import threading
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -67,37 +68,60 @@ def check_format(f: h5py.File, path: str, expected: str) -> None:
 
 
 class PerProcess(Generic[K, V]):
-    """`open_fn(key)` results cached per process, least recently used closed beyond `max_open`.
+    """`open_fn(key)` results cached per process and per reading thread, least recently used
+    closed beyond `max_open` (per thread).
 
     After a fork or unpickling the cache starts empty, so each grain worker opens its own
-    handles. `open_fn` must be picklable (a module function or `functools.partial`); values
-    with a `close()` method are closed when evicted.
+    handles. Each thread has its own handles: grain's read threads share a source, and one
+    thread evicting (closing) a handle another is reading from broke that read. `open_fn`
+    must be picklable (a module function or `functools.partial`); values with a `close()`
+    method are closed when evicted.
     """
 
     def __init__(self, open_fn: Callable[[K], V], max_open: int = 0):
         self.open_fn, self.max_open = open_fn, int(max_open)
-        self._items: dict[K, V] = {}  # insertion order = least recently used first
+        self._reset()
+
+    def _reset(self) -> None:
         self._pid = os.getpid()
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._caches: list[dict[K, V]] = []  # every thread's, for close()
+
+    def _items(self) -> dict[K, V]:
+        if self._pid != os.getpid():  # forked: the parent's handles are not ours
+            self._reset()
+        items = getattr(self._local, "items", None)
+        if items is None:
+            items = self._local.items = {}  # insertion order = least recently used first
+            with self._lock:
+                self._caches.append(items)
+        return items
 
     def get(self, key: K) -> V:
-        if self._pid != os.getpid():  # forked: the parent's handles are not ours
-            self._items, self._pid = {}, os.getpid()
-        value = self._items.pop(key, None)
+        items = self._items()
+        value = items.pop(key, None)
         if value is None:
             value = self.open_fn(key)
-            while self.max_open and len(self._items) >= self.max_open:
-                _close(self._items.pop(next(iter(self._items))))
-        self._items[key] = value  # most recently used last
+            while self.max_open and len(items) >= self.max_open:
+                _close(items.pop(next(iter(items))))
+        items[key] = value  # most recently used last
         return value
 
     def __len__(self) -> int:
-        return len(self._items) if self._pid == os.getpid() else 0
+        if self._pid != os.getpid():
+            return 0
+        with self._lock:
+            return sum(len(items) for items in self._caches)
 
     def close(self) -> None:
         if self._pid == os.getpid():
-            for value in self._items.values():
-                _close(value)
-        self._items = {}
+            with self._lock:
+                for items in self._caches:
+                    for value in items.values():
+                        _close(value)
+                    items.clear()
+        self._reset()
 
     def __getstate__(self) -> dict[str, Any]:
         return {"open_fn": self.open_fn, "max_open": self.max_open}
