@@ -30,6 +30,7 @@ from jaxtrain import files, optim, phases, writers
 from jaxtrain import report as report_lib
 from jaxtrain import sharding as shd
 from jaxtrain.checkpoint import Checkpointer, abstract_like, all_finite
+from jaxtrain.cli import environment_error
 from jaxtrain.data import pipeline
 from jaxtrain.task import Task, evaluate
 from jaxtrain.train_step import (
@@ -266,11 +267,15 @@ class _Run:
             self.eval_step, self.state, self.task, source, self.config, self.mesh,
             self.stop.received_alone if stoppable else None)
 
-    def close(self) -> None:
+    def close(self, abandon_saves: bool = False) -> None:
+        """`abandon_saves`: after a write error (a full disk), waiting for and closing
+        orbax's writers only repeats the error from its threads; an unfinished save stays a
+        temporary directory that the next start ignores."""
         self.stop.restore()
         self.writer.close()
-        self.ckpt.wait()
-        self.ckpt.close()
+        if not abandon_saves:
+            self.ckpt.wait()
+            self.ckpt.close()
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str, task: Task,
@@ -341,9 +346,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
             if config.train.report:  # report.html; a failure is a warning, not a failed run
                 run.writer.flush()  # the page reads the TensorBoard events too
                 report_lib.write_report_safely(workdir)
-        return results
-    finally:
-        run.close()
+    except (Interrupted, Diverged):
+        run.close()  # checkpoints already saved are complete
+        raise
+    except BaseException as e:
+        run.close(abandon_saves=environment_error(e) is not None or "RESOURCE_EXHAUSTED" in str(e))
+        raise
+    run.close()
+    return results
 
 
 def _train(run: _Run, on_step: Callable[[int], None] | None) -> None:
