@@ -79,6 +79,8 @@ def quiet_library_logs() -> None:
     """Keep our INFO lines readable: orbax and grain log every step of their work at INFO."""
     import logging as pylogging
 
+    _quiet_closed_event_loops()
+
     def keep(record: pylogging.LogRecord) -> bool:
         noisy = any(f"/{lib}/" in record.pathname for lib in ("orbax", "grain", "jax/_src"))
         if noisy and record.exc_info and is_user_error(record.exc_info[1]):
@@ -86,3 +88,27 @@ def quiet_library_logs() -> None:
         return record.levelno >= pylogging.WARNING or not noisy
 
     logging.get_absl_handler().addFilter(keep)
+
+
+def _quiet_closed_event_loops() -> None:
+    """After a failed checkpoint write orbax closes its asyncio loop while tensorstore still
+    delivers write results to it: each delivery (`loop.call_soon_threadsafe`, called straight
+    from tensorstore's C++) raises "Event loop is closed", which tensorstore reports through
+    `sys.unraisablehook`: hundreds of tracebacks on a full disk, before our one line. Exactly
+    those are dropped (the traceback starts in `call_soon_threadsafe`: no Python code called
+    it); everything else is reported as before."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_jaxtrain_quiet", False):
+        return
+
+    def hook(unraisable: sys.UnraisableHookArgs) -> None:
+        tb = unraisable.exc_traceback
+        late_delivery = (unraisable.exc_type is RuntimeError
+                         and str(unraisable.exc_value) == "Event loop is closed"
+                         and tb is not None
+                         and tb.tb_frame.f_code.co_name == "call_soon_threadsafe")
+        if not late_delivery:
+            previous(unraisable)
+
+    hook._jaxtrain_quiet = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook

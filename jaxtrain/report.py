@@ -446,7 +446,8 @@ def comparison_figures(runs: Sequence[RunFiles], out: Out, title: str) -> list[F
     chart = {"type": "bars", "metrics": values, "targets": targets, "selected": metric}
     return [Figure(title="Model comparison", section="Model comparison", file=out.rel(path),
                    chart=chart, caption="Choose the metric; hover a bar for its value. The "
-                   "best model is green, the dashed line is the system's target.")]
+                   "best model is green" + (", the dashed line is the system's target."
+                                            if targets else "."))]
 
 
 GENERIC: tuple[Callable[[RunFiles, Out], list[Figure]], ...] = (

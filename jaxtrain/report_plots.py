@@ -138,7 +138,8 @@ def roc_pr_png(path: str, probs: np.ndarray, labels: np.ndarray, class_names: Se
                     label=f"operating point ({point})")
     for ax in (roc_ax, pr_ax):
         handles, _ = ax.get_legend_handles_labels()
-        ax.legend(handles=[*handles, marker], fontsize=8, loc="lower left" if ax is pr_ax
+        # PR curves of rare classes run along the bottom: let matplotlib find the free corner.
+        ax.legend(handles=[*handles, marker], fontsize=8, loc="best" if ax is pr_ax
                   else "lower right")
         ax.grid(alpha=0.3)
     fig.suptitle(title)
@@ -246,6 +247,7 @@ def progress_gif(path: str, epochs: np.ndarray, panels: Sequence[tuple[str, dict
                  title: str, max_frames: int = 40) -> str:
     """An animated GIF of the learning curves drawn up to each epoch in turn (the training
     run replayed), at most `max_frames` frames; the last frame shows the whole run."""
+    from matplotlib.ticker import MaxNLocator
     from PIL import Image
 
     epochs = np.asarray(epochs)
@@ -264,6 +266,7 @@ def progress_gif(path: str, epochs: np.ndarray, panels: Sequence[tuple[str, dict
                     ax.set_ylim(min(ax.get_ylim()[0], finite.min() - pad),
                                 finite.max() + pad)
             ax.set_xlim(epochs[0] - 0.5, epochs[-1] + 0.5)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs: no 2.5, 7.5
             ax.set(xlabel="epoch", ylabel=ylabel)
             ax.grid(alpha=0.3)
             # Below the axes: a legend inside would cover the curves it names.

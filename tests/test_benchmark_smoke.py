@@ -35,3 +35,25 @@ def test_input_only_benchmark(cache_dir):
     result = json.loads(r.stdout.strip().splitlines()[-1])
     assert result["input_only"] and result["batch_size"] == 32
     assert result["input_samples_per_s"] > 0
+
+
+def test_reference_batches_are_model_inputs_when_jaxtrain_normalizes_in_its_step(cache_dir):
+    """On a GPU fire normalizes inside the step, so its host batches hold raw readings; the
+    PyTorch twin must get model inputs (readings + change channels), or it is built with
+    fewer input channels than the Flax model (a GPU run failed on that)."""
+    from benchmarks import run
+    from configs import fire
+    from jaxtrain import sharding
+
+    config = fire.get_config()
+    config.data.update(samples_per_area=3000, blocks_per_area=6, cache_dir=cache_dir,
+                       normalize_in="step")
+    config.model.update(num_layers=1, d_model=32, d_ff=64)
+    config.train.batch_size = 32
+    task = run.build_task(config)
+    raw = [next(run.train_iterator(task, config, sharding.make_mesh(1)))]
+    channels = raw[0]["x"].shape[-1]
+    (ref,) = run.reference_batches(config, raw)
+    assert ref["x"].shape[-1] == channels * (1 + len(config.data.diff_lags))
+    config.data.normalize_in = "host"
+    assert run.reference_batches(config, raw) is raw

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 
 from configs import glaucoma as glaucoma_config
 from jaxtrain import config_checks, main
@@ -156,6 +157,42 @@ def test_host_and_step_augmentation_warp_alike():
     assert batch.shape == (4, 32, 32, 3) and float(batch.max()) <= 255
 
 
+def _fundus_with_disc(size: int, disc: tuple[int, int], disc_r: int) -> Image.Image:
+    """A dark red retina with an uneven illumination, a small bright reflex and a pale disc."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:size, 0:size]
+    img = np.stack([150 + 30 * xx / size, 60 + 0 * xx, 30 + 0 * xx], -1).astype(np.float32)
+    img += rng.normal(0, 6, img.shape)
+    img[np.hypot(xx - size * 0.3, yy - size * 0.7) < disc_r * 0.4] = 255  # a lens reflex
+    img[np.hypot(xx - disc[0], yy - disc[1]) < disc_r] = (240, 190, 120)
+    img[np.hypot(xx - size / 2, yy - size / 2) > size * 0.48] = 0  # the black surround
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("disc", [(150, 100), (52, 140), (100, 40), (25, 100)])
+def test_disc_crop_is_centred_on_the_optic_disc(disc, tmp_path):
+    im = _fundus_with_disc(200, disc, 10)
+    cx, cy = images.disc_centre(im)
+    assert abs(cx - disc[0]) <= 3 and abs(cy - disc[1]) <= 3
+    path = str(tmp_path / "f.jpg")
+    im.save(path, quality=90)
+    crop = images.decode(path, 40, disc_crop=0.3)  # 60 px of 200 -> 40 px
+    pale = np.argwhere(crop[..., 1].astype(int) > 150)  # the disc's pixels
+    x0, y0, _, _ = images.disc_box(im, (0, 0, 200, 200), 0.3)
+    expected = ((disc[1] - y0) * 40 / 60, (disc[0] - x0) * 40 / 60)
+    np.testing.assert_allclose(pale.mean(0), expected, atol=2.5)
+    assert images.decode(path, 40).shape == crop.shape == (40, 40, 3)
+
+
+def test_cache_key_follows_the_preprocessing(tmp_path):
+    path = str(tmp_path / "f.jpg")
+    _fundus_with_disc(64, (40, 30), 4).save(path)
+    keys = {images.cache_key([path], 32, 0.0), images.cache_key([path], 32, 0.0, 0.3),
+            images.cache_key([path], 32, 0.0, 0.4), images.cache_key([path], 48, 0.0),
+            images.cache_key([path], 32, 2.0)}
+    assert len(keys) == 5
+
+
 @pytest.fixture(scope="session")
 def airogs_tree(tmp_path_factory):
     """A small AIROGS tree: JPEGs in two folders, a labels CSV with U rows, one corrupt
@@ -209,6 +246,7 @@ def test_image_cache_resumes_and_records_unreadable(airogs_tree, tmp_path, monke
 def test_validate_rejects_bad_values():
     validate(glaucoma_config.get_config())
     for key, value in [("data.on_missing", "ignore"), ("data.image_size", 8),
+                       ("data.disc_crop", 0.05), ("data.disc_crop", 1.5),
                        ("augment.brightness", (1.2, 0.8)), ("eval.tta_passes", 6),
                        ("loss.focal_alpha", 1.5)]:
         c = glaucoma_config.get_config()

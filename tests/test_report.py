@@ -262,3 +262,16 @@ def test_page_loads_in_chromium_without_console_errors(fire_runs, tmp_path):
     assert not console, console
     # The inline script ran: the interactive charts are SVG in the rendered page.
     assert done.stdout.count("<svg") >= 3, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("system", ["fire", "das", "debris", "glaucoma", "violence"])
+def test_system_hooks_name_real_metrics(system):
+    """A system's report hook draws its targets on headline metrics the system reports: a
+    renamed metric would otherwise silently drop the target line."""
+    import importlib
+
+    hook = report.hook(system)
+    assert hook is not None
+    headline = importlib.import_module(f"jaxtrain.tasks.{system}.task").HEADLINE
+    assert set(getattr(hook, "TARGETS", {})) <= set(headline), system
+    assert all(c.startswith("val/") for c in getattr(hook, "CURVES", ())), system

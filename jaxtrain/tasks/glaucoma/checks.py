@@ -31,6 +31,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         "data.on_unreadable": cc.one_of("error", "skip"),
         "data.image_size": cc.int_at_least(32),
         "data.clahe": cc.non_negative,
+        "data.disc_crop": lambda v: None if isinstance(v, int | float) and (
+            v == 0 or 0.1 <= v <= 1) else "0 (whole retina) or a fraction in [0.1, 1]",
         "data.split": cc.fractions(3),
         "data.seed": cc.non_negative_int,
         "data.in_memory_gib": cc.non_negative,

@@ -4,7 +4,10 @@
 (Pillow `draft`: libjpeg's DCT scaling to 1/2, 1/4 or 1/8, still >= the target; 2-3x faster
 than a full decode of a 2144x1424 photograph, reference-facts.md section 7), centre-cropped to
 a square (the retina fills the shorter side), resized, and optionally CLAHE-equalized on the
-L channel of CIELAB as the reference recipe did (`clahe`).
+L channel of CIELAB as the reference recipe did (`clahe`). With `disc_crop` the square is
+instead a region of interest around the optic disc (the brightest region of the fundus), as
+many AIROGS pipelines do: at 48-64 px a whole-retina disc is ~5 px across, too small for a
+network trained from scratch to read the cup-to-disc ratio.
 
 `build_cache` writes every image of a dataset into ``/images (N, S, S, 3) uint8`` with a
 progress line; it fills ``<file>.partial`` and renames it when done, so an interrupted build
@@ -18,6 +21,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -25,7 +29,7 @@ from collections.abc import Sequence
 import h5py
 import numpy as np
 from absl import logging
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, ImageFilter
 
 from jaxtrain.data.hdf5 import PerProcess
 
@@ -33,18 +37,58 @@ FORMAT = "jaxtrain-fundus-cache-v1"
 BLOCK = 64  # rows per HDF5 chunk and per resumable unit
 
 
-def decode(path: str, size: int, clahe: float = 0.0, tiles: int = 8) -> np.ndarray:
-    """(size, size, 3) uint8 RGB of one image file; `clahe` > 0 is the clip limit."""
+def decode(path: str, size: int, clahe: float = 0.0, tiles: int = 8,
+           disc_crop: float = 0.0) -> np.ndarray:
+    """(size, size, 3) uint8 RGB of one image file; `clahe` > 0 is the clip limit;
+    `disc_crop` > 0 crops a square of that fraction of the retina's width around the optic
+    disc (`disc_centre`) instead of taking the whole retina."""
     with Image.open(path) as im:
-        im.draft("RGB", (size, size))  # JPEG only; a no-op for other formats
+        # JPEG only (a no-op for other formats): decode just large enough for the crop.
+        need = math.ceil(size / disc_crop) if disc_crop > 0 else size
+        im.draft("RGB", (need, need))
         im = im.convert("RGB")
         w, h = im.size
         side = min(w, h)
-        left, top = (w - side) // 2, (h - side) // 2
-        im = im.resize((size, size), Image.BICUBIC, box=(left, top, left + side, top + side))
+        box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
+        if disc_crop > 0:
+            box = disc_box(im, box, disc_crop)
+        im = im.resize((size, size), Image.BICUBIC, box=box)
     if clahe > 0:
         im = clahe_on_lightness(im, clahe, tiles)
     return np.asarray(im, np.uint8)
+
+
+DISC_MAP = 64  # the luminance map the disc is searched on (pixels across the retina)
+DISC_BLUR = 0.05  # its Gaussian smoothing radius, a fraction of the retina (~ a disc radius)
+
+
+def disc_centre(im: Image.Image, box: tuple[float, float, float, float] | None = None
+                ) -> tuple[float, float]:
+    """The optic disc's centre in `im` (pixels), searched within `box` (default: all).
+
+    The disc is the brightest region of a fundus photograph: the argmax of the luminance
+    downsampled to DISC_MAP pixels and blurred over about a disc radius, so a vessel
+    reflex, a small lens reflex or noise does not win against the disc's area. Pixels
+    beyond 0.45 of the map from its centre are left out (the black surround, rim flare)."""
+    box = box or (0, 0, im.size[0], im.size[1])
+    lum = im.convert("L").resize((DISC_MAP, DISC_MAP), Image.BILINEAR, box=box)
+    lum = np.asarray(lum.filter(ImageFilter.GaussianBlur(DISC_MAP * DISC_BLUR)), np.float32)
+    yy, xx = np.mgrid[0:DISC_MAP, 0:DISC_MAP] + 0.5
+    lum = np.where(np.hypot(xx - DISC_MAP / 2, yy - DISC_MAP / 2) <= 0.45 * DISC_MAP, lum, -1)
+    y, x = np.unravel_index(int(np.argmax(lum)), lum.shape)
+    scale = (box[2] - box[0]) / DISC_MAP, (box[3] - box[1]) / DISC_MAP
+    return box[0] + (x + 0.5) * scale[0], box[1] + (y + 0.5) * scale[1]
+
+
+def disc_box(im: Image.Image, box: tuple[float, float, float, float], fraction: float
+             ) -> tuple[float, float, float, float]:
+    """A square of `fraction` of `box`'s width centred on the optic disc, moved inside `box`
+    where the disc is near its edge (the crop keeps its size)."""
+    cx, cy = disc_centre(im, box)
+    half = fraction * (box[2] - box[0]) / 2
+    x0 = min(max(cx - half, box[0]), box[2] - 2 * half)
+    y0 = min(max(cy - half, box[1]), box[3] - 2 * half)
+    return x0, y0, x0 + 2 * half, y0 + 2 * half
 
 
 @functools.cache
@@ -93,9 +137,9 @@ def clahe(gray: np.ndarray, clip_limit: float = 2.0, tiles: int = 8) -> np.ndarr
     return np.clip(np.rint((1 - wy) * top + wy * bot), 0, 255).astype(np.uint8)
 
 
-def cache_key(paths: Sequence[str], size: int, clahe: float) -> str:
+def cache_key(paths: Sequence[str], size: int, clahe: float, disc_crop: float = 0.0) -> str:
     """Hash of the files (path, size, mtime) and the decoding settings."""
-    h = hashlib.sha1(json.dumps([FORMAT, size, clahe]).encode())
+    h = hashlib.sha1(json.dumps([FORMAT, size, clahe, disc_crop]).encode())
     for p in paths:
         st = os.stat(p)
         h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
@@ -103,7 +147,7 @@ def cache_key(paths: Sequence[str], size: int, clahe: float) -> str:
 
 
 def build_cache(path: str, paths: Sequence[str], size: int, clahe: float = 0.0,
-                log_every_s: float = 5.0) -> str:
+                log_every_s: float = 5.0, disc_crop: float = 0.0) -> str:
     """Decodes `paths` into the cache file `path` (resuming `path`.partial); returns `path`."""
     if os.path.exists(path):
         return path
@@ -114,6 +158,7 @@ def build_cache(path: str, paths: Sequence[str], size: int, clahe: float = 0.0,
         if "images" not in f:
             f.attrs["format"] = FORMAT
             f.attrs["size"], f.attrs["clahe"], f.attrs["filled"] = size, clahe, 0
+            f.attrs["disc_crop"] = disc_crop
             f.create_dataset("images", (n, size, size, 3), "u1",
                              chunks=(min(BLOCK, n), size, size, 3))
             f.create_dataset("errors", (n,), h5py.string_dtype())
@@ -127,7 +172,7 @@ def build_cache(path: str, paths: Sequence[str], size: int, clahe: float = 0.0,
             errors = [""] * (b - a)
             for k in range(a, b):
                 try:
-                    block[k - a] = decode(paths[k], size, clahe)
+                    block[k - a] = decode(paths[k], size, clahe, disc_crop=disc_crop)
                 except (OSError, ValueError, SyntaxError) as e:  # what Pillow raises on bad data
                     errors[k - a] = f"{type(e).__name__}: {' '.join(str(e).split())}"
             f["images"][a:b] = block

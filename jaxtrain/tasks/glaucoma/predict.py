@@ -65,6 +65,7 @@ def predict(config: ml_collections.ConfigDict, variables: dict[str, Any], input_
     model = make_model(config)
     v = jax.device_put({"params": variables["params"], **variables["model_state"]})
     passes = config.eval.tta_passes
+    crop = d.get("disc_crop", 0.0)  # the training cache's preprocessing (absent: older runs)
 
     @jax.jit
     def forward(x: jax.Array) -> jax.Array:
@@ -90,7 +91,7 @@ def predict(config: ml_collections.ConfigDict, variables: dict[str, Any], input_
             errors[i] = "image file not found"
             continue
         try:
-            pending.append((i, images.decode(path, d.image_size, d.clahe)))
+            pending.append((i, images.decode(path, d.image_size, d.clahe, disc_crop=crop)))
         except (OSError, ValueError, SyntaxError) as e:
             errors[i] = f"{type(e).__name__}: {' '.join(str(e).split())}"
         if len(pending) == batch_size:

@@ -10,10 +10,10 @@ What makes a case referable (RG), with overlap so no single cue decides it:
   size, so the cup's area alone overlaps between classes (large discs have large cups);
 * rim notching (RG 55%, NRG 4%): the cup reaches the rim at the superior or inferior pole;
 * nerve-fibre-layer thinning (RG 50%, NRG 4%): a dark wedge in the arcuate striations;
-* cup pallor slightly stronger in RG.
+nothing global (colour, pallor, exposure, illumination) depends on the class.
 Ungradable images (class U, `ungradable` of all) are blurred, dark or washed out.
-Bright distractors (lens reflexes, sheen, exposure) keep colour histograms from telling the
-cup's size, so a linear baseline on histograms/pixels is clearly weaker than the CNN.
+Pale distractors (peripapillary atrophy in either class, lens reflexes, sheen, exposure)
+and discs of varying size keep colour histograms from telling the cup's size.
 
 Images are spread over numbered folders ``0/``, ``1/``, ... (`per_folder` each), like the
 downloaded AIROGS parts. Deterministic in `seed`.
@@ -78,7 +78,8 @@ def render(rng: np.random.Generator, size: int, label: str) -> Image.Image:
 
     # Optic disc on the nasal side (left or right eye), macula temporal to it.
     eye = rng.choice([-1.0, 1.0])
-    disc_r = s * float(np.clip(rng.normal(0.085, 0.013), 0.055, 0.12))
+    # Disc size varies between eyes and with the camera's magnification (+-20%).
+    disc_r = s * float(np.clip(rng.normal(0.085, 0.017), 0.05, 0.125))
     disc = c + np.array([eye * s * rng.uniform(0.2, 0.26), rng.normal(0, 0.03 * s)])
     mac = c + np.array([-eye * s * rng.uniform(0.02, 0.08), rng.normal(0, 0.02 * s)])
     dm = np.hypot(xx - mac[0], yy - mac[1]) / (s * 0.09)
@@ -107,6 +108,14 @@ def render(rng: np.random.Generator, size: int, label: str) -> Image.Image:
         p3 = (disc[0] + far * math.cos(ang - 0.35), disc[1] + far * math.sin(ang - 0.35))
         draw.polygon([p0, p1, p2, p3], fill=tuple(int(v) for v in base * 0.72))
 
+    # Peripapillary atrophy (either class, as in myopia and ageing): a pale ring or crescent
+    # round the disc, so the amount of pale tissue does not tell the cup's size.
+    if rng.random() < 0.35:
+        pr = disc_r * rng.uniform(1.15, 1.5)
+        start = rng.uniform(0, 360)
+        tone = tuple(int(v + (235 - v) * rng.uniform(0.3, 0.7)) for v in base)
+        draw.pieslice([disc[0] - pr, disc[1] - pr, disc[0] + pr, disc[1] + pr], start,
+                      start + rng.uniform(90, 360), fill=tone)
     # Disc, cup (pallor), rim notch.
     rim = (int(rng.uniform(225, 250)), int(rng.uniform(150, 190)), int(rng.uniform(90, 130)))
     ecc = rng.uniform(0.9, 1.1)
@@ -115,7 +124,8 @@ def render(rng: np.random.Generator, size: int, label: str) -> Image.Image:
     cdr = cup_to_disc(rng, referable)
     cup_r = disc_r * cdr
     cup_c = disc + rng.normal(0, 0.06 * disc_r, 2) + np.array([-eye * 0.08 * disc_r, 0])
-    pallor = rng.uniform(0.55, 0.85) + (0.1 if referable else 0.0)
+    # Pallor independent of the class: the cup's colour says nothing, only its extent does.
+    pallor = rng.uniform(0.45, 0.85)
     cup = tuple(int(rim[i] + (255 - rim[i]) * pallor) for i in range(3))
     draw.ellipse([cup_c[0] - cup_r, cup_c[1] - cup_r * ecc * 1.05, cup_c[0] + cup_r,
                   cup_c[1] + cup_r * ecc * 1.05], fill=cup)
@@ -157,7 +167,7 @@ def render(rng: np.random.Generator, size: int, label: str) -> Image.Image:
     gx, gy = rng.normal(0, 0.25, 2)
     illum = 1 + gx * (xx - c[0]) / s + gy * (yy - c[1]) / s
     vignette = 1 - rng.uniform(0.1, 0.45) * np.clip(r, 0, 1) ** 3
-    exposure = rng.lognormal(0, 0.15)
+    exposure = rng.lognormal(0, 0.2)
     if label == "U":
         exposure = rng.choice([rng.uniform(0.2, 0.4), rng.uniform(1.8, 2.6)])
     a = a * (illum * vignette * exposure)[..., None]

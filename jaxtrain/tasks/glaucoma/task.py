@@ -55,12 +55,12 @@ def data_root(config: ml_collections.ConfigDict) -> str:
 def image_cache(config: ml_collections.ConfigDict, ds: Dataset) -> str:
     """The uint8 HDF5 cache of `ds` at the training size (built on first use, resumable)."""
     d = config.data
-    key = images.cache_key(ds.paths, d.image_size, d.clahe)
+    key = images.cache_key(ds.paths, d.image_size, d.clahe, d.disc_crop)
     return generated_once(f"glaucoma-images-{d.image_size}px-{key}-{{version}}.h5",
                           cache_dir=d.cache_dir,
                           generator=images, params={"key": key},
                           make=lambda path: images.build_cache(path, ds.paths, d.image_size,
-                                                               d.clahe))
+                                                               d.clahe, disc_crop=d.disc_crop))
 
 
 def usable_rows(ds: Dataset, cache: str, on_unreadable: str) -> np.ndarray:
@@ -224,7 +224,9 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
         if config.eval.baseline else None,
         phases=phases,
         data={"path": root, "cache": cache, "image_size": size, "clahe": d.clahe,
-              "counts": ds.counts(), "splits": sizes},
+              "disc_crop": d.disc_crop,
+              "counts": ds.counts(), "splits": sizes, "class_names": list(CLASSES),
+              "train_label_counts": np.bincount(labels[split["train"]], minlength=2).tolist()},
         choices=choices)
 
 
