@@ -46,7 +46,9 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.data.seed = 0
     c.data.in_memory_gib = 2.0  # a split's cached images are held in RAM below this size
     c.data.synthetic = ConfigDict(dict(
-        num_images=2400, size=128, rg_fraction=0.08, ungradable=0.02, per_folder=1000))
+        # 10% RG of 3,600 (~250 RG training photographs): with 2,400 at 8% (~134) the
+        # from-scratch network reached test AUC 0.925 against 0.957 here (BUILD_NOTES).
+        num_images=3600, size=128, rg_fraction=0.10, ungradable=0.02, per_folder=1000))
 
     c.model = ConfigDict(dict(
         weights="",  # a Keras efficientnetb0_notop.h5 (ImageNet); "" = random initialization
