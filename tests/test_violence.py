@@ -13,14 +13,14 @@ import pytest
 
 from configs import violence as violence_config
 from jaxtrain import config_checks
-from jaxtrain.tasks.violence import extract, synthetic, video
+from jaxtrain.tasks.violence import features, synthetic, video
 from jaxtrain.tasks.violence.loss import (
     balanced_class_weights,
     focal_loss_per_clip,
     violence_loss,
 )
 from jaxtrain.tasks.violence.model import LSTMAttention, count_parameters
-from jaxtrain.tasks.violence.task import validate
+from jaxtrain.tasks.violence.task import FRAME_INPUTS, frame_inputs, reverse_time, validate
 
 NUM_FRAMES = 8
 
@@ -55,11 +55,34 @@ def test_focal_loss_matches_formula():
     np.testing.assert_allclose(float(total), np.mean(w[labels] * expected), rtol=1e-5)
 
 
+def test_frame_inputs_and_time_reversal():
+    """What the LSTM reads: features, centred per clip, frame-to-frame changes (zero at the
+    first frame) or their size, the same from numpy (statistics) and jax (the step, a traced
+    kind); time reversal flips whole clips."""
+    x = np.random.default_rng(0).normal(size=(3, 5, 4)).astype(np.float32)
+    change = np.diff(x, axis=1)
+    want = {"features": x, "centred": x - x.mean(1, keepdims=True),
+            "differences": np.concatenate([np.zeros_like(x[:, :1]), change], 1),
+            "motion": np.abs(np.concatenate([change[:, :1], change], 1))}
+    for kind, name in enumerate(FRAME_INPUTS):
+        np.testing.assert_allclose(frame_inputs(x, kind), want[name], atol=1e-6)
+        traced = jax.jit(frame_inputs)(jnp.asarray(x), jnp.int32(kind))
+        np.testing.assert_allclose(np.asarray(traced), want[name], atol=1e-6)
+    flipped = np.asarray(reverse_time(jnp.asarray(x), jax.random.key(0), 1.0))
+    np.testing.assert_array_equal(flipped, x[:, ::-1])
+    np.testing.assert_array_equal(np.asarray(reverse_time(jnp.asarray(x), jax.random.key(0),
+                                                          0.0)), x)
+    some = np.asarray(reverse_time(jnp.asarray(np.repeat(x, 20, 0)), jax.random.key(1), 0.5))
+    flips = [np.array_equal(c, r[::-1]) for c, r in zip(some, np.repeat(x, 20, 0), strict=True)]
+    assert 10 < sum(flips) < 50  # about half of 60 clips
+
+
 def test_validate_rejects_bad_values():
     validate(violence_config.get_config())
     validate(violence_config.get_config("seed"))
     for key, value in (("data.layout", "ucf"), ("encoder.grid", 3), ("data.num_frames", 1),
-                       ("loss.class_weights", "inverse"), ("encoder.input_size", 64)):
+                       ("loss.class_weights", "inverse"), ("encoder.input_size", 64),
+                       ("data.frame_inputs", "deltas"), ("data.reverse_prob", 1.5)):
         c = violence_config.get_config("seed" if key == "encoder.input_size" else None)
         parent, _, leaf = key.rpartition(".")
         c[parent][leaf] = value  # (encoder.input_size 64 with fc2: fc1 needs 224)
@@ -117,29 +140,29 @@ def test_read_frames_and_bad_videos(rwf_tree):
 def test_extract_counts_bad_videos_resumes_and_invalidates(rwf_tree, tmp_path, monkeypatch):
     c = tiny_config(rwf_tree, str(tmp_path))
     c.data.decode_workers = 1  # the spawned-worker path
-    path = extract.extract(c, rwf_tree)
-    feats = extract.load(path)
+    path = features.extract(c, rwf_tree)
+    feats = features.load(path)
     assert sorted(feats.errors) == ["train/Fight/corrupt.avi", "train/NonFight/short.avi",
                                     "val/NonFight/empty.avi"]
     assert len(feats.names) == 24 and feats.features.shape == (24, NUM_FRAMES, 256)
     assert feats.features.dtype == np.float16 and np.isfinite(feats.features).all()
     # A rerun finds every clip done and never builds an encoder.
-    monkeypatch.setattr(extract.encoder_lib, "make_encoder", lambda *_: pytest.fail("re-ran"))
-    assert extract.extract(c, rwf_tree) == path
+    monkeypatch.setattr(features.encoder_lib, "make_encoder", lambda *_: pytest.fail("re-ran"))
+    assert features.extract(c, rwf_tree) == path
     monkeypatch.undo()
     # An interrupted extraction resumes: only the clips not marked done are encoded.
     with h5py.File(path, "a") as f:
         f["done"][:3] = False
         f["features"][:3] = 0
-    extract.extract(c, rwf_tree)
-    np.testing.assert_array_equal(extract.load(path).features, feats.features)
+    features.extract(c, rwf_tree)
+    np.testing.assert_array_equal(features.load(path).features, feats.features)
     # Another encoder seed is another identity: the same cache file is rebuilt.
     c.data.feature_cache = path
     c.encoder.seed = 1
-    extract.extract(c, rwf_tree)
+    features.extract(c, rwf_tree)
     with h5py.File(path) as f:
         assert '"random-he-normal-seed1"' in f.attrs["encoder"]
-    assert not np.array_equal(extract.load(path).features, feats.features)
+    assert not np.array_equal(features.load(path).features, feats.features)
 
 
 def test_train_and_predict_end_to_end(rwf_tree, tmp_path):

@@ -106,9 +106,10 @@ def predict(config: ml_collections.ConfigDict, variables: dict[str, Any], input_
             if i in errors:
                 w.writerow([cid, path, "", "", ref, errors[i]])
                 continue
-            decision = int(probs[i] >= threshold)
+            probability = float(probs[i])  # written in full: a rounded one could sit on
+            decision = int(probability >= threshold)  # the other side of the threshold
             referable += decision
-            w.writerow([cid, path, f"{probs[i]:.6f}", decision, ref, ""])
+            w.writerow([cid, path, repr(probability), decision, ref, ""])
     return {"images": len(items), "predicted": len(probs), "errors": len(errors),
             "referable": referable, "threshold": threshold,
             "output": os.path.abspath(output_path)}

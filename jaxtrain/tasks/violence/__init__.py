@@ -2,10 +2,11 @@
 VGG19, the cached per-frame features classified by an LSTM with attention.
 
 video: PyAV reading and frame sampling; synthetic: the built-in clip generator (RWF-2000
-layout); clips: listing a dataset folder; encoder + extract: the feature-extraction stage and
-its HDF5 cache; model: the LSTM-attention classifier; loss: focal + smoothing + class
-weights; evaluation: the scores and the per-clip table; baseline: logistic regression on
-frame-difference energy; task: `build` and `validate`; predict: CSV for new videos.
+layout); clips: listing a dataset folder; encoder + features: the feature-extraction stage
+and its HDF5 cache (extract: its command); model: the LSTM-attention classifier; loss: focal
++ smoothing + class weights; evaluation: the scores and the per-clip table; baseline:
+logistic regression on frame-difference energy; task: `build` and `validate`; predict: CSV
+for new videos.
 """
 
 from jaxtrain.task import System

@@ -20,7 +20,7 @@ import numpy as np
 
 from jaxtrain import files
 from jaxtrain.tasks.violence import encoder as encoder_lib
-from jaxtrain.tasks.violence.extract import _decoded
+from jaxtrain.tasks.violence.features import decoded_clips
 from jaxtrain.tasks.violence.task import apply_model, make_model
 from jaxtrain.tasks.violence.video import find_videos, frame_indices, probe
 
@@ -73,7 +73,7 @@ def predict(config: ml_collections.ConfigDict, variables: dict[str, Any], input_
                                                       else "" for j in top))
         pending.clear()
 
-    for k, (frames, error) in enumerate(_decoded(paths, config)):
+    for k, (frames, error) in enumerate(decoded_clips(paths, config)):
         rows.append({"video": paths[k], "error": error})
         if frames is not None:
             pending.append((k, frames))
