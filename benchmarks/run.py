@@ -211,8 +211,7 @@ def reference_batches(config, host_batches: list[dict]) -> list[dict]:
     inside its step (fire's `data.normalize_in`, resolved to step on a GPU) the host batches
     hold raw readings, so the twin gets the same records normalized on the host instead
     (its step then does a little less work than ours: the ratio errs on PyTorch's side)."""
-    if config.data.get("normalize_in", "host") == "host" or \
-            not runs_in_step(config.data.normalize_in, "data.normalize_in"):
+    if not runs_in_step(config.data.get("normalize_in", "host"), "data.normalize_in"):
         return host_batches
     host_config = config.copy_and_resolve_references()
     host_config.data.normalize_in = "host"

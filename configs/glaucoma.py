@@ -46,9 +46,9 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.data.seed = 0
     c.data.in_memory_gib = 2.0  # a split's cached images are held in RAM below this size
     c.data.synthetic = ConfigDict(dict(
-        # 10% RG of 4,800 (~330 RG training photographs, 72 in test): fewer RG photographs
+        # 10% RG of 6,000 (420 RG training photographs, 90 in test): fewer RG photographs
         # left the from-scratch network short of the targets (BUILD_NOTES).
-        num_images=4800, size=128, rg_fraction=0.10, ungradable=0.02, per_folder=1000))
+        num_images=6000, size=128, rg_fraction=0.10, ungradable=0.02, per_folder=1000))
 
     c.model = ConfigDict(dict(
         weights="",  # a Keras efficientnetb0_notop.h5 (ImageNet); "" = random initialization
@@ -72,11 +72,14 @@ def get_config(arg: str | None = None) -> ConfigDict:
 
     c.train.batch_size = 64  # 32 px crops: batch 64 is ~1.3x the images/s of 32 on 2 cores
     c.train.eval_batch_size = 64
-    c.train.epochs = 20
+    c.train.epochs = 16
     c.optim.learning_rate = 4e-3  # from scratch; the reference's 1e-4 is for fine-tuning
     c.optim.warmup_epochs = 1.0
     c.optim.weight_decay = 0.0  # Adam as the reference; L2 on the head is in the loss
     c.optim.grad_clip_norm = 1.0
+    # Evaluated on a moving average of the weights: validation AUC reaches its plateau in
+    # about half the epochs, which buys 25% more photographs in the same time (BUILD_NOTES).
+    c.optim.ema_decay = 0.99
 
     c.early_stopping.metric = "val/auc"
     c.early_stopping.mode = "max"
@@ -101,6 +104,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
         c.train.epochs = 15
         c.optim.learning_rate = 1e-4
         c.optim.warmup_epochs = 2.0
+        c.optim.ema_decay = 0.0  # the reference's: the weights as trained
     elif arg:
         raise ValueError(f"unknown glaucoma config variant {arg!r} (known: seed)")
     return c

@@ -70,9 +70,10 @@ class Checkpointer:
 
 def load_for_inference(directory: str, *, best_metric: str, best_mode: str = "max"
                        ) -> tuple[dict[str, Any], int]:
-    """The best checkpoint's (else the latest's) TrainState fields as host numpy arrays.
+    """({"params", "model_state"}, step) of the best checkpoint (else the latest) as host
+    numpy arrays: the weights' moving average where the run kept one (`optim.ema_decay`).
 
-    Needs no model, optimizer or mesh: inference takes `params` and `model_state` from it.
+    Needs no model, optimizer or mesh.
     """
     directory = os.path.abspath(directory)
     if not os.path.isdir(directory):
@@ -90,7 +91,8 @@ def load_for_inference(directory: str, *, best_metric: str, best_mode: str = "ma
     tree = dict(checkpointer.metadata(path).item_metadata)
     restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
     state = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
-    return state, step
+    source = state.get("ema") or state
+    return {"params": source["params"], "model_state": source.get("model_state") or {}}, step
 
 
 @jax.jit

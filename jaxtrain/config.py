@@ -32,6 +32,10 @@ def base_config() -> ConfigDict:
     c.optim.grad_clip_norm = 1.0
     c.optim.b1 = 0.9
     c.optim.b2 = 0.999
+    # > 0 (e.g. 0.99): validation, the best checkpoint, test, predict and export use an
+    # exponential moving average of the weights and BatchNorm statistics (smoother than the
+    # last step's); 0 = the weights as trained.
+    c.optim.ema_decay = 0.0
     c.optim.skip_nonfinite_steps = 0  # > 0: drop non-finite updates, up to N in a row (logged)
 
     c.early_stopping = ConfigDict()

@@ -144,6 +144,7 @@ SHARED_RULES: dict[str, Rule] = {
     "optim.grad_clip_norm": non_negative,  # 0 = no clipping
     "optim.b1": fraction_below_one,
     "optim.b2": fraction_below_one,
+    "optim.ema_decay": fraction_below_one,
     "optim.skip_nonfinite_steps": non_negative_int,
     "train.check_finite_every": positive_int,
     "early_stopping.metric": string,

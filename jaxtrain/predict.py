@@ -38,9 +38,9 @@ def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, dict[str, Any], i
         return export.load_bundle_run(workdir)
     config = load_config(workdir)
     es = config.early_stopping
-    state, step = checkpoint.load_for_inference(os.path.join(workdir, "checkpoints"),
-                                                best_metric=es.metric, best_mode=es.mode)
-    return config, {"params": state["params"], "model_state": state["model_state"]}, step
+    variables, step = checkpoint.load_for_inference(os.path.join(workdir, "checkpoints"),
+                                                    best_metric=es.metric, best_mode=es.mode)
+    return config, variables, step
 
 
 def predict(workdir: str, input_path: str, output_path: str, batch_size: int = 0) -> dict:

@@ -25,8 +25,8 @@ from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
+from jaxtrain import epoch_images, files, optim, phases, writers
 from jaxtrain import evaluate as evaluate_lib
-from jaxtrain import files, optim, phases, writers
 from jaxtrain import report as report_lib
 from jaxtrain import sharding as shd
 from jaxtrain.checkpoint import Checkpointer, abstract_like, all_finite
@@ -194,7 +194,8 @@ def make_state(task: Task, config: ml_collections.ConfigDict, mesh: Mesh, tx: An
         params, model_state = task.init_fn(params_rng)
         # Dropout masks from the configured PRNG ("rbg": XLA's RngBitGenerator, BUILD_NOTES).
         dropout_rng = rng_with_impl(dropout_rng, config.train.rng_impl)
-        return TrainState.create(params, tx, rng=dropout_rng, model_state=model_state)
+        return TrainState.create(params, tx, rng=dropout_rng, model_state=model_state,
+                                 ema_decay=config.optim.ema_decay)
 
     return create_sharded_state(init_state, mesh, config.mesh.fsdp_min_size)
 
@@ -448,7 +449,7 @@ def _end_of_epoch(run: _Run, skipped: int = 0) -> None:
     run.writer.scalars(run.step, row)
     run.writer.history(loop.history)
     if config.train.report:  # pictures for TensorBoard's Images tab (process 0)
-        report_lib.log_epoch_images(run.writer, run.step, val_report, loop.history)
+        epoch_images.log_epoch_images(run.writer, run.step, val_report, loop.history)
     run.writer.flush()
     es = config.early_stopping
     if es.metric not in row:
@@ -522,8 +523,9 @@ def _test(run: _Run) -> dict[str, Any]:
         if task.figures is not None:
             results["figures"] = task.figures(run.workdir, report)
     if task.after_training is not None:  # a stage over the saved predictions (task.Task)
+        params, model_state = run.state.inference_variables()
         variables = multihost_utils.process_allgather(  # collective: every process gathers
-            {"params": run.state.params, "model_state": run.state.model_state}, tiled=True)
+            {"params": params, "model_state": model_state}, tiled=True)
         if is_main:
             with run.timed("after_training_s"):
                 results |= task.after_training(run.workdir, variables)

@@ -43,22 +43,55 @@ class TrainState:
     opt_state: PyTree
     model_state: PyTree  # mutable collections, e.g. batch_stats
     rng: jax.Array  # raw uint32 key data (checkpoint-friendly); folded with step each step
+    # {"params", "model_state"} averaged over the steps (`ema_decay` > 0), else None.
+    ema: PyTree = None
     rng_impl: str = flax.struct.field(pytree_node=False, default="threefry2x32")
+    ema_decay: float = flax.struct.field(pytree_node=False, default=0.0)
 
     @classmethod
     def create(cls, params: PyTree, tx: optax.GradientTransformation, *, rng: jax.Array,
-               model_state: PyTree | None = None) -> TrainState:
-        """`rng`: a typed key (its impl, e.g. "rbg", is kept) or raw threefry key data."""
+               model_state: PyTree | None = None, ema_decay: float = 0.0) -> TrainState:
+        """`rng`: a typed key (its impl, e.g. "rbg", is kept) or raw threefry key data.
+        `ema_decay` > 0 keeps an exponential moving average of the weights, which evaluation,
+        checkpoints' best-step choice, test and export then use (`inference_variables`)."""
         typed = jnp.issubdtype(rng.dtype, jax.dtypes.prng_key)
+        model_state = model_state if model_state is not None else {}
+        ema = None
+        if ema_decay:
+            ema = jax.tree.map(jnp.copy, {"params": params, "model_state": model_state})
         return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                   model_state=model_state if model_state is not None else {},
+                   model_state=model_state, ema=ema, ema_decay=float(ema_decay),
                    rng=jax.random.key_data(rng) if typed else rng,
                    rng_impl=str(jax.random.key_impl(rng)) if typed else "threefry2x32")
+
+    def inference_variables(self) -> tuple[PyTree, PyTree]:
+        """(params, model_state) to evaluate, test and export: the moving average if kept."""
+        if self.ema is not None:
+            return self.ema["params"], self.ema["model_state"]
+        return self.params, self.model_state
 
     def step_key(self) -> jax.Array:
         """This step's dropout/augmentation key: the run's key folded with the step."""
         return jax.random.fold_in(jax.random.wrap_key_data(self.rng, impl=self.rng_impl),
                                   self.step)
+
+
+def update_ema(ema: PyTree, params: PyTree, model_state: PyTree, step: jax.Array,
+               decay: float) -> PyTree:
+    """One step of the weights' moving average (floating leaves; others are copied).
+
+    The decay ramps up as (1 + step) / (10 + step) (TensorFlow's ExponentialMovingAverage
+    with num_updates), so the average forgets the random initialization within a few hundred
+    steps instead of ~1 / (1 - decay) of them.
+    """
+    d = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+    def average(old: jax.Array, new: jax.Array) -> jax.Array:
+        if not jnp.issubdtype(new.dtype, jnp.floating):
+            return new
+        return (d * old + (1.0 - d) * new).astype(new.dtype)
+
+    return jax.tree.map(average, ema, {"params": params, "model_state": model_state})
 
 
 def rng_with_impl(key: jax.Array, impl: str) -> jax.Array:
@@ -115,8 +148,11 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, mesh: Mes
                        state.step + 1).astype(jnp.int32)}
         if learning_rate_fn is not None:
             metrics["learning_rate"] = learning_rate_fn(state.step)
+        ema = state.ema
+        if ema is not None:
+            ema = update_ema(ema, params, model_state, state.step, state.ema_decay)
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                                  model_state=model_state)
+                                  model_state=model_state, ema=ema)
         return new_state, metrics
 
     return jax.jit(train_step,
@@ -130,7 +166,7 @@ def make_eval_step(predict_fn: PredictFn, mesh: Mesh, state_shardings: TrainStat
     """Jitted `(state, batch) -> outputs`, outputs sharded like the batch."""
 
     def eval_step(state: TrainState, batch: PyTree) -> dict[str, jax.Array]:
-        return predict_fn(state.params, state.model_state, batch)
+        return predict_fn(*state.inference_variables(), batch)
 
     return jax.jit(eval_step, in_shardings=(state_shardings, shd.batch_sharding(mesh)),
                    out_shardings=shd.batch_sharding(mesh))

@@ -49,7 +49,7 @@ class MetricWriter:
                 self._tb.add_scalar(k, float(v), global_step=step)
 
     def images(self, step: int, images: dict[str, np.ndarray]) -> None:
-        """(H, W, 3) uint8 pictures to TensorBoard's Images tab (`report.epoch_images`)."""
+        """(H, W, 3) uint8 pictures to TensorBoard's Images tab (`epoch_images.epoch_images`)."""
         if not self.enabled:
             return
         for tag, image in images.items():

@@ -77,6 +77,8 @@ CASES = [
     Case("NaN learning rate", _fire("--config.optim.learning_rate=nan"), "learning_rate=nan"),
     Case("negative warmup", _fire("--config.optim.warmup_epochs=-1"), "optim.warmup_epochs"),
     Case("beta of 1", _fire("--config.optim.b1=1.0"), "optim.b1=1.0"),
+    Case("weight average that never moves", _fire("--config.optim.ema_decay=1.0"),
+         "optim.ema_decay=1.0"),
     Case("unknown compute dtype", _fire("--config.train.compute_dtype=float16"),
          "'auto', 'float32', 'bfloat16'"),
     Case("unknown PRNG", _fire("--config.train.rng_impl=mt19937"), "train.rng_impl"),

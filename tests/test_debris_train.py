@@ -194,10 +194,10 @@ def test_tiny_run_learns(tiny_run):
 
 def _trained_variables(config, workdir: str) -> dict:
     """What jaxtrain.predict.load_run does (that module's absl flags clash with main's here)."""
-    state, _ = checkpoint.load_for_inference(os.path.join(workdir, "checkpoints"),
-                                             best_metric=config.early_stopping.metric,
-                                             best_mode=config.early_stopping.mode)
-    return {"params": state["params"], "model_state": state["model_state"]}
+    variables, _ = checkpoint.load_for_inference(os.path.join(workdir, "checkpoints"),
+                                                 best_metric=config.early_stopping.metric,
+                                                 best_mode=config.early_stopping.mode)
+    return variables
 
 
 def test_predict_blends_windows_and_writes_tiles(tiny_run, tmp_path):

@@ -23,11 +23,22 @@ from jaxtrain.tasks.fire.task import build, window_source
 from tests.fire_test_config import ROOT, tiny_fire_config
 
 
-def _final_params(workdir: str) -> dict:
+def _final_state(workdir: str) -> dict:
     ckpt = os.path.join(workdir, "checkpoints")
-    step = max(int(d) for d in os.listdir(ckpt) if d.isdigit())
-    state = ocp.StandardCheckpointer().restore(os.path.join(ckpt, str(step), "state"))
-    return state["params"]
+    return _state_at(workdir, max(int(d) for d in os.listdir(ckpt) if d.isdigit()))
+
+
+def _state_at(workdir: str, step: int) -> dict:
+    path = os.path.join(workdir, "checkpoints", str(step), "state")
+    return ocp.StandardCheckpointer().restore(path)
+
+
+def _averaged_config(cache_dir: str, **train):
+    """This module's runs keep a moving average of the weights, so resume and predict are
+    tested with it too."""
+    config = tiny_fire_config(cache_dir, **train)
+    config.optim.ema_decay = 0.95
+    return config
 
 
 def _history(workdir: str) -> list[dict]:
@@ -38,7 +49,7 @@ def _history(workdir: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, cache_dir):
     workdir = str(tmp_path_factory.mktemp("fire_full"))
-    config = tiny_fire_config(cache_dir, epochs=2, report=True)
+    config = _averaged_config(cache_dir, epochs=2, report=True)
     results = main.run(config, workdir)
     return config, workdir, results
 
@@ -106,7 +117,7 @@ def test_resume_after_sigterm_matches_uninterrupted(finished_run, tmp_path, cach
     """Stop mid-epoch with SIGTERM, resume: same params and history as one straight run."""
     config, straight, _ = finished_run
     resumed = str(tmp_path / "resumed")
-    config = tiny_fire_config(cache_dir, epochs=2)
+    config = _averaged_config(cache_dir, epochs=2)
 
     def stop_at(step):
         if step == 70:  # mid-way through epoch 2 (49 steps per epoch)
@@ -118,9 +129,11 @@ def test_resume_after_sigterm_matches_uninterrupted(finished_run, tmp_path, cach
         main.run(config, resumed, on_step=stop_at)
     assert not os.path.exists(os.path.join(resumed, "results.json"))
     main.run(config, resumed)
-    for a, b in zip(jax.tree.leaves(_final_params(resumed)),
-                    jax.tree.leaves(_final_params(straight)), strict=True):
-        np.testing.assert_array_equal(a, b)
+    final, straight_final = _final_state(resumed), _final_state(straight)
+    for part in ("params", "ema"):  # the weights and their moving average
+        for a, b in zip(jax.tree.leaves(final[part]), jax.tree.leaves(straight_final[part]),
+                        strict=True):
+            np.testing.assert_array_equal(a, b)
     h1, h2 = _history(resumed), _history(straight)
     for r1, r2 in zip(h1, h2, strict=True):
         assert r1["val/macro_f1"] == r2["val/macro_f1"]
@@ -251,6 +264,11 @@ def test_predict_matches_the_trained_task(finished_run, tmp_path):
     path = results["data"]["path"]
     rows = _predicted(predict(workdir, path, str(tmp_path / "all.csv"))["output"])[::7]
     config, variables, _ = load_run(workdir)
+    assert config.optim.ema_decay > 0  # predict reads the averaged weights, not the last
+    best = _state_at(workdir, results["best_step"])
+    for a, b in zip(jax.tree.leaves(variables["params"]), jax.tree.leaves(best["ema"]["params"]),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
     task = build(config, str(tmp_path))
     areas = ["kitchen", "warehouse", "office", "server_room", "loading_dock"]
     windows = np.array([(areas.index(r["area"]), int(r["row"])) for r in rows])

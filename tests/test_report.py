@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import pytest
 
-from jaxtrain import files, report, run_files
+from jaxtrain import epoch_images, files, report, run_files
 from jaxtrain.evaluate import save_predictions
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -234,7 +234,7 @@ def test_epoch_images_for_tensorboard(tmp_path):
                 "time/train_steps_s": 3.0}, {"epoch": 2, "train/learning_rate": 5e-4,
                                              "memory/host_peak_mb": 950.0,
                                              "time/train_steps_s": 2.5}]
-    images = report.epoch_images(20, val_report, history)
+    images = epoch_images.epoch_images(20, val_report, history)
     assert set(images) == {"images/val_confusion_window", "images/lr_memory_time"}
     for image in images.values():
         assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3

@@ -17,8 +17,9 @@ from jaxtrain.models.fire_transformer import FireTransformer
 from tests.fire_test_config import ROOT
 
 
-def _fire_setup(mesh, dtype=jnp.float32, rng_impl="threefry2x32"):
-    model = FireTransformer(d_model=32, d_ff=64, num_heads=2, num_layers=2, dropout=0.1,
+def _fire_setup(mesh, dtype=jnp.float32, rng_impl="threefry2x32", ema_decay=0.0):
+    # One layer: the sharding is what is tested, and every test here compiles its steps.
+    model = FireTransformer(d_model=32, d_ff=64, num_heads=2, num_layers=1, dropout=0.1,
                             dtype=dtype)
     # SGD, not Adam: Adam turns float noise in exactly-zero gradients (attention key biases)
     # into full-size updates, which would compare rounding, not sharding.
@@ -34,7 +35,8 @@ def _fire_setup(mesh, dtype=jnp.float32, rng_impl="threefry2x32"):
     def init():
         x = jnp.zeros((1, 60, 6))
         params = model.init(jax.random.key(0), x, jnp.zeros((1,), jnp.int32))["params"]
-        return train_step.TrainState.create(params, tx, rng=jax.random.key(1, impl=rng_impl))
+        return train_step.TrainState.create(params, tx, rng=jax.random.key(1, impl=rng_impl),
+                                            ema_decay=ema_decay)
 
     state, shardings = train_step.create_sharded_state(init, mesh, fsdp_min_size=1024)
     return state, train_step.make_train_step(loss_fn, tx, mesh, shardings)
@@ -117,3 +119,29 @@ def test_train_state_is_float32_under_bf16_compute():
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state.params))
     assert np.isfinite(float(m["loss"])) and float(m["grad_norm"]) > 0
 
+
+
+def test_moving_average_of_the_weights_is_what_evaluation_reads():
+    mesh = sharding.make_mesh(devices=jax.devices()[:1])  # the arithmetic; sharding: above
+    state, step = _fire_setup(mesh, ema_decay=0.9)
+    expected = jax.device_get(state.params)
+    for i, b in enumerate(_batches(4)):
+        state, _ = step(state, sharding.make_global_batch(b, mesh))
+        d = min(0.9, (1 + i) / (10 + i))  # the warm-up: 0.1, 0.18, 0.25, 0.31
+        expected = jax.tree.map(lambda e, p, d=d: d * e + (1 - d) * p, expected,
+                                jax.device_get(state.params))
+    for a, b in zip(jax.tree.leaves(state.ema["params"]), jax.tree.leaves(expected),
+                    strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    bias = "input_proj", "bias"
+    average, trained = (np.asarray(t[bias[0]][bias[1]]) for t in (state.ema["params"],
+                                                                  state.params))
+    assert np.abs(average - trained).max() > 1e-4  # the average is not the last step's
+
+    def predict_fn(params, model_state, batch):
+        return {"bias_sum": jnp.zeros(batch["x"].shape[0]) + params["input_proj"]["bias"].sum()}
+
+    shardings = jax.tree.map(lambda x: x.sharding, state)
+    eval_step = train_step.make_eval_step(predict_fn, mesh, shardings)
+    out = eval_step(state, sharding.make_global_batch(_batches(1)[0], mesh))
+    np.testing.assert_allclose(np.asarray(out["bias_sum"]), average.sum(), rtol=1e-6)

@@ -57,17 +57,18 @@ def test_focal_loss_matches_formula():
 
 def test_frame_inputs_and_time_reversal():
     """What the LSTM reads: features, centred per clip, frame-to-frame changes (zero at the
-    first frame) or their size, the same from numpy (statistics) and jax (the step, a traced
-    kind); time reversal flips whole clips."""
+    first frame) or their size, the same from numpy (statistics) and jax (the step); time
+    reversal flips whole clips."""
     x = np.random.default_rng(0).normal(size=(3, 5, 4)).astype(np.float32)
     change = np.diff(x, axis=1)
     want = {"features": x, "centred": x - x.mean(1, keepdims=True),
             "differences": np.concatenate([np.zeros_like(x[:, :1]), change], 1),
             "motion": np.abs(np.concatenate([change[:, :1], change], 1))}
-    for kind, name in enumerate(FRAME_INPUTS):
-        np.testing.assert_allclose(frame_inputs(x, kind), want[name], atol=1e-6)
-        traced = jax.jit(frame_inputs)(jnp.asarray(x), jnp.int32(kind))
-        np.testing.assert_allclose(np.asarray(traced), want[name], atol=1e-6)
+    assert set(FRAME_INPUTS) == set(want)
+    for kind in FRAME_INPUTS:
+        np.testing.assert_allclose(frame_inputs(x, kind), want[kind], atol=1e-6)
+        traced = jax.jit(frame_inputs, static_argnums=1)(jnp.asarray(x), kind)
+        np.testing.assert_allclose(np.asarray(traced), want[kind], atol=1e-6)
     flipped = np.asarray(reverse_time(jnp.asarray(x), jax.random.key(0), 1.0))
     np.testing.assert_array_equal(flipped, x[:, ::-1])
     np.testing.assert_array_equal(np.asarray(reverse_time(jnp.asarray(x), jax.random.key(0),
@@ -189,3 +190,6 @@ def test_train_and_predict_end_to_end(rwf_tree, tmp_path):
     ok = [r for r in rows.values() if not r["error"]]
     assert all(0 <= float(r["prob_violent"]) <= 1 and len(r["top_frames"].split()) == 3
                for r in ok)
+    threshold = c.predict.threshold  # the decision is the written probability's
+    assert all(r["decision"] == ("violent" if float(r["prob_violent"]) >= threshold
+                                 else "nonviolent") for r in ok)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 from typing import Any
@@ -49,6 +50,14 @@ def _inputs(input_path: str) -> list[tuple[str, str, str]]:
     return [(k, p, "") for k, p in sorted(found.items())]
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _forward(model: Any, passes: int, variables: dict[str, Any], x: jax.Array) -> jax.Array:
+    """Probabilities averaged over the first `passes` TTA views (compiled once per model)."""
+    views = augment.tta_views(x)[:passes]
+    return jnp.mean(jnp.stack([jax.nn.sigmoid(model.apply(variables, view, train=False))
+                               for view in views]), 0)
+
+
 def predict(config: ml_collections.ConfigDict, variables: dict[str, Any], input_path: str,
             output_path: str, batch_size: int, *, threshold: float | None = None,
             workdir: str | None = None) -> dict[str, Any]:
@@ -67,12 +76,6 @@ def predict(config: ml_collections.ConfigDict, variables: dict[str, Any], input_
     passes = config.eval.tta_passes
     crop = d.get("disc_crop", 0.0)  # the training cache's preprocessing (absent: older runs)
 
-    @jax.jit
-    def forward(x: jax.Array) -> jax.Array:
-        views = augment.tta_views(x)[:passes]
-        return jnp.mean(jnp.stack([jax.nn.sigmoid(model.apply(v, view, train=False))
-                                   for view in views]), 0)
-
     items = _inputs(input_path)
     probs: dict[int, float] = {}
     errors: dict[int, str] = {}
@@ -82,7 +85,7 @@ def predict(config: ml_collections.ConfigDict, variables: dict[str, Any], input_
         x = np.stack([img for _, img in pending])
         n = len(x)
         x = np.concatenate([x, np.repeat(x[-1:], batch_size - n, 0)])  # one shape, one compile
-        p = np.asarray(forward(jnp.asarray(x, jnp.float32)))[:n]
+        p = np.asarray(_forward(model, passes, v, jnp.asarray(x, jnp.float32)))[:n]
         probs.update({i: float(q) for (i, _), q in zip(pending, p, strict=True)})
         pending.clear()
 

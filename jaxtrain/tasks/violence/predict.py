@@ -21,7 +21,7 @@ import numpy as np
 from jaxtrain import files
 from jaxtrain.tasks.violence import encoder as encoder_lib
 from jaxtrain.tasks.violence.features import decoded_clips
-from jaxtrain.tasks.violence.task import apply_model, make_model
+from jaxtrain.tasks.violence.task import clip_scores, make_model
 from jaxtrain.tasks.violence.video import find_videos, frame_indices, probe
 
 COLUMNS = ("video", "prob_violent", "decision", "top_frames", "top_frame_seconds", "error")
@@ -36,10 +36,10 @@ def _videos(input_path: str) -> list[str]:
     return found
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _scores(model, params, model_state, x):
-    out = apply_model(model, params, model_state, x, train=False)
-    return jax.nn.softmax(out["logits"])[:, 1], out["attention"]
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _scores(model, inputs, reverse_view, params, model_state, x):
+    out = clip_scores(model, params, model_state, x, inputs, reverse_view)
+    return out["probs"][:, 1], out["attention"]
 
 
 def predict(config: ml_collections.ConfigDict, variables: dict[str, Any], input_path: str,
@@ -60,13 +60,15 @@ def predict(config: ml_collections.ConfigDict, variables: dict[str, Any], input_
         x = encode(np.concatenate([fr for _, fr in pending])).reshape(len(pending), n_frames, -1)
         n = len(x)
         x = np.concatenate([x, np.repeat(x[-1:], batch_size - n, 0)]) if n < batch_size else x
-        probs, att = (np.asarray(a)[:n] for a in _scores(model, params, model_state,
-                                                         jnp.asarray(x)))
+        scores = _scores(model, config.data.frame_inputs, config.eval.get("reverse_view", False),
+                         params, model_state, jnp.asarray(x))
+        probs, att = (np.asarray(a)[:n] for a in scores)
         for (k, _), p, a in zip(pending, probs, att, strict=True):
             top = np.argsort(-a)[:3]
             info = probe(paths[k])
             idx = frame_indices(max(info.frames, 1), n_frames)
-            rows[k].update(prob_violent=f"{p:.4f}",
+            p = float(p)  # written in full: a rounded one could sit across the threshold
+            rows[k].update(prob_violent=repr(p),
                            decision="violent" if p >= threshold else "nonviolent",
                            top_frames=" ".join(str(int(idx[j])) for j in top),
                            top_frame_seconds=" ".join(f"{idx[j] / info.fps:.2f}" if info.fps

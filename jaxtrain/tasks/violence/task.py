@@ -98,11 +98,11 @@ def make_model(config: ml_collections.ConfigDict) -> LSTMAttention:
 FRAME_INPUTS = ("features", "centred", "differences", "motion")  # data.frame_inputs
 
 
-def frame_inputs(x: Any, kind: Any) -> Any:
-    """What the LSTM reads of a clip's features x (B, T, D) (numpy or jax), by `kind` (an
-    index into FRAME_INPUTS, possibly traced): the features; each clip's features minus
-    their mean over its frames; the change from the previous frame (zero at the first); or
-    the size of that change, |x_t - x_{t-1}| (the first frame repeats the second's).
+def frame_inputs(x: Any, kind: str) -> Any:
+    """What the LSTM reads of a clip's features x (B, T, D) (numpy or jax), by `kind` (one of
+    FRAME_INPUTS): the features; each clip's features minus their mean over its frames; the
+    change from the previous frame (zero at the first); or the size of that change,
+    |x_t - x_{t-1}| (the first frame repeats the second's).
 
     Why not the features: with a fixed camera and random encoder weights the static scene
     dominates every frame and lets a few hundred clips be memorised by their background;
@@ -112,13 +112,16 @@ def frame_inputs(x: Any, kind: Any) -> Any:
     differences / motion (1,360 training clips).
     """
     xp = jnp if isinstance(x, jax.Array) else np
-    centred = x - x.mean(axis=1, keepdims=True)
+    if kind == "features":
+        return x
+    if kind == "centred":
+        return x - x.mean(axis=1, keepdims=True)
     change = x[:, 1:] - x[:, :-1]
-    differences = xp.concatenate([xp.zeros_like(x[:, :1]), change], axis=1)
-    motion = xp.abs(xp.concatenate([change[:, :1], change], axis=1))
-    if isinstance(kind, (int, np.integer)):
-        return (x, centred, differences, motion)[int(kind)]
-    return jnp.select([kind == 0, kind == 1, kind == 2], [x, centred, differences], motion)
+    if kind == "differences":
+        return xp.concatenate([xp.zeros_like(x[:, :1]), change], axis=1)
+    if kind == "motion":
+        return xp.abs(xp.concatenate([change[:, :1], change], axis=1))
+    raise ValueError(f"data.frame_inputs must be one of {', '.join(FRAME_INPUTS)}, got {kind!r}")
 
 
 def reverse_time(x: jax.Array, rng: jax.Array, prob: float) -> jax.Array:
@@ -129,17 +132,30 @@ def reverse_time(x: jax.Array, rng: jax.Array, prob: float) -> jax.Array:
 
 
 def apply_model(model: LSTMAttention, params: Any, model_state: dict[str, Any], x: jax.Array,
-                **kwargs: Any) -> Any:
-    """The model on raw cached features: turned into the run's frame inputs, then
-    standardised with the checkpoint's statistics (both travel in `model_state`)."""
+                inputs: str, **kwargs: Any) -> Any:
+    """The model on raw cached features: turned into the frame `inputs` (the run's
+    data.frame_inputs), then standardised with the checkpoint's statistics (`model_state`)."""
     norm = model_state["normalization"]
-    x = frame_inputs(x.astype(jnp.float32), norm["frame_inputs"])
+    x = frame_inputs(x.astype(jnp.float32), inputs)
     x = (x - norm["mean"]) / norm["std"]
     return model.apply({"params": params, "batch_stats": model_state["batch_stats"]}, x,
                        **kwargs)
 
 
-def feature_stats(features: np.ndarray, kind: int, chunk: int = 256
+def clip_scores(model: LSTMAttention, params: Any, model_state: dict[str, Any], x: jax.Array,
+                inputs: str, reverse_view: bool) -> dict[str, jax.Array]:
+    """Evaluation outputs for raw cached features x: "probs" (B, 2) and "attention" (B, T).
+    With `reverse_view` the logits of each clip played forwards and backwards are averaged
+    (test-time augmentation matching `data.reverse_prob`); attention is the forward view's."""
+    out = apply_model(model, params, model_state, x, inputs, train=False)
+    logits = out["logits"]
+    if reverse_view:
+        backwards = apply_model(model, params, model_state, x[:, ::-1], inputs, train=False)
+        logits = (logits + backwards["logits"]) / 2
+    return {"probs": jax.nn.softmax(logits), "attention": out["attention"]}
+
+
+def feature_stats(features: np.ndarray, kind: str, chunk: int = 256
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Per-dimension mean and std over every frame of `frame_inputs(features, kind)`
     (features (N, T, D)), in chunks."""
@@ -167,7 +183,7 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
     train_labels = feats.labels[rows["train"]]
     class_weights = (balanced_class_weights(train_labels) if lc.class_weights == "balanced"
                      else np.ones(2, np.float32))
-    inputs = FRAME_INPUTS.index(d.frame_inputs)
+    inputs = d.frame_inputs
     mean, std = feature_stats(feats.features[rows["train"]], inputs)
     sizes = {s: len(r) for s, r in rows.items()}
     logging.info("violence data %s: clips per split %s, %d videos left out, class weights %s",
@@ -182,24 +198,23 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
         v = model.init(rng, jnp.zeros((1, d.num_frames, feats.features.shape[-1])))
         return v["params"], {"batch_stats": v["batch_stats"],
                              "normalization": {"mean": jnp.asarray(mean),
-                                               "std": jnp.asarray(std),
-                                               "frame_inputs": jnp.int32(inputs)}}
+                                               "std": jnp.asarray(std)}}
 
     def loss_fn(params, model_state, batch, rng):
         rng, reverse_rng = jax.random.split(rng)
         x = batch["x"]
         if d.reverse_prob:
             x = reverse_time(x, reverse_rng, d.reverse_prob)
-        out, updates = apply_model(model, params, model_state, x, train=True,
+        out, updates = apply_model(model, params, model_state, x, inputs, train=True,
                                    rngs={"dropout": rng}, mutable=["batch_stats"])
         loss = violence_loss(out["logits"], batch["label"], cw, **loss_args)
         acc = jnp.mean(out["logits"].argmax(-1) == batch["label"])
         return loss, ({"accuracy": acc}, {**model_state, "batch_stats": updates["batch_stats"]})
 
     def predict_fn(params, model_state, batch):
-        out = apply_model(model, params, model_state, batch["x"], train=False)
-        return {"probs": jax.nn.softmax(out["logits"]), "label": batch["label"],
-                "attention": out["attention"], "index": batch["index"]}
+        out = clip_scores(model, params, model_state, batch["x"], inputs,
+                          config.eval.reverse_view)
+        return {**out, "label": batch["label"], "index": batch["index"]}
 
     def baseline() -> dict[str, Any]:
         tr, te = rows["train"], rows["test"]
@@ -250,6 +265,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         "loss.focal_alpha": cc.positive, "loss.focal_gamma": cc.non_negative,
         "loss.label_smoothing": cc.fraction_below_one,
         "loss.class_weights": cc.one_of("balanced", "none"),
+        "eval.reverse_view": cc.boolean,
         "predict.threshold": cc.probability,
     })
     cc.require(min(s.frames) == s.frames[0] and len(s.frames) == 2, "data.synthetic.frames",
