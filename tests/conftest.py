@@ -50,8 +50,23 @@ def fire_ensemble_run(tmp_path_factory, cache_dir):
     return config, workdir, main.run(config, workdir)
 
 
+# The longest files (CI durations, 2 cores) go first: `--dist loadfile` hands whole files to
+# the workers in collection order, and a long file collected last (test_wheel.py) would run
+# alone at the end while the other worker idles.
+LONGEST_FIRST = ("test_glaucoma.py", "test_multiprocess.py", "test_bad_input.py",
+                 "test_debris_train.py", "test_wheel.py", "test_fire_train.py",
+                 "test_train_step.py", "test_glaucoma_keras.py", "test_fire_ensemble.py")
+
+
+def _duration_rank(item) -> int:
+    name = os.path.basename(str(item.path))
+    return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+
 def pytest_collection_modifyitems(config, items):
-    """`@pytest.mark.slow` tests (minutes on 2 CPU cores) run with JAXTRAIN_SLOW_TESTS=1."""
+    """Longest files first (stable within a file); `@pytest.mark.slow` tests (minutes on 2
+    CPU cores) run with JAXTRAIN_SLOW_TESTS=1."""
+    items.sort(key=_duration_rank)
     if os.environ.get("JAXTRAIN_SLOW_TESTS") == "1":
         return
     skip = pytest.mark.skip(reason="slow on CPU: set JAXTRAIN_SLOW_TESTS=1 to run")
