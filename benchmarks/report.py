@@ -11,7 +11,8 @@ import os
 
 COLUMNS = ("system", "params", "batch", "compile s (jax / torch)", "step ms p50 (p10-p90)",
            "samples/s", "PyTorch samples/s", "jaxtrain / PyTorch", "XLA GFLOP/sample",
-           "MFU", "input samples/s", "input wait", "infer ms/record", "peak MB")
+           "MFU", "input", "input samples/s (per core)", "host ms/step",
+           "cores to feed", "input wait", "infer ms/record", "peak MB")
 
 
 def row(r: dict) -> str:
@@ -25,7 +26,12 @@ def row(r: dict) -> str:
         f"{ref['samples_per_s_throughput']:,.0f}" if ref else "-",
         f"{r['ratio_vs_torch']:.2f}" if "ratio_vs_torch" in r else "-",
         f"{r['xla_flops_per_sample'] / 1e9:.3f}", f"{100 * r['mfu_vs_matmul_peak']:.0f}%",
-        f"{r['input_samples_per_s']:,.0f}", f"{100 * r['input_wait_fraction']:.0f}%",
+        r.get("train_read", "-"),
+        f"{r['input_samples_per_s']:,.0f}" + (f" ({r['input_samples_per_core_s']:,.0f})"
+                                              if "input_samples_per_core_s" in r else ""),
+        f"{r['input_host_ms_per_step']:.3f}" if "input_host_ms_per_step" in r else "-",
+        f"{r['host_cores_to_feed_step']:.2f}" if "host_cores_to_feed_step" in r else "-",
+        f"{100 * r['input_wait_fraction']:.0f}%",
         f"{r['infer_ms_one_record_per_device']:.1f}" if "infer_ms_one_record_per_device" in r
         else "-",
         f"{r['peak_device_memory_mb']:,.0f}" if r.get("peak_device_memory_mb") else "-",
@@ -33,13 +39,16 @@ def row(r: dict) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-INPUT_COLUMNS = ("system", "batch", "workers", "read threads", "host CPUs", "samples/s",
-                 "command")
+INPUT_COLUMNS = ("system", "input", "batch", "workers", "read threads", "host CPUs",
+                 "samples/s", "samples/s per core", "host ms/batch", "command")
 
 
 def input_row(r: dict) -> str:
-    cells = [r["system"], str(r["batch_size"]), str(r["worker_count"]), str(r["read_threads"]),
-             str(r["cpu_count"]), f"{r['input_samples_per_s']:,.0f}",
+    cells = [r["system"], r.get("train_read", "-"), str(r["batch_size"]),
+             str(r["worker_count"]), str(r["read_threads"]), str(r["cpu_count"]),
+             f"{r['input_samples_per_s']:,.0f}",
+             f"{r['input_samples_per_core_s']:,.0f}" if "input_samples_per_core_s" in r else "-",
+             f"{r['input_host_ms_per_step']:.3f}" if "input_host_ms_per_step" in r else "-",
              f"`{r['command'].split('run.py ', 1)[-1]}`"]
     return "| " + " | ".join(cells) + " |"
 

@@ -53,15 +53,15 @@ def matmul_peak_flops(n: int = 4096, repeats: int = 10) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - t)
 
 
-def inference_latency_ms(task, mesh, state: TrainState, shardings: TrainState,
-                         repeats: int) -> float:
+def inference_latency_ms(task, inputs: train.Input, mesh, state: TrainState,
+                         shardings: TrainState, repeats: int) -> float:
     """Median latency of the jitted predict step on one validation record per device (the
     seeds' "ms per tile"): whole eval records, e.g. a 256 x 256 debris patch, not crops."""
-    it = iter(pipeline.eval_dataset(task.val_source, global_batch_size=jax.device_count(),
-                                    mesh=mesh, transform=task.transform,
-                                    batch_transform=task.batch_transform))
+    it = iter(pipeline.eval_dataset(inputs.sources["val"], global_batch_size=jax.device_count(),
+                                    mesh=mesh, transform=inputs.transform,
+                                    batch_transform=inputs.batch_transform))
     batch = shd.make_global_batch(next(it), mesh)
-    predict = make_eval_step(task.predict_fn, mesh, shardings)
+    predict = inputs.bind(make_eval_step(task.predict_fn, mesh, shardings, inputs.gather))
     jax.block_until_ready(predict(state, batch))
     times = []
     for _ in range(repeats):
@@ -76,24 +76,49 @@ def build_task(config):
     return load_system(config.task).build(config, workdir)
 
 
-def train_iterator(task, config, mesh):
+def train_iterator(inputs: train.Input, config, mesh):
     """The training input pipeline exactly as train.py builds it (workers, threads)."""
-    return train.train_batches(task, config, mesh, num_epochs=1000)
+    return train.train_batches(inputs, config, mesh, num_epochs=1000)
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process (all its threads) and its live children (grain workers)."""
+    total = time.process_time()
+    me, tick = os.getpid(), os.sysconf("SC_CLK_TCK")
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()) if sys.platform == "linux" else ():
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == me:  # ppid
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return total
+
+
+def time_input(it, batches: int, batch_size: int) -> dict:
+    """Wall and CPU time of `batches` host batches: the input's rate, and its rate per host
+    core (samples per CPU-second: the cores a device's step rate needs follow from it)."""
+    next(it)  # start-up (workers, first reads) is not the steady rate
+    t, cpu = time.perf_counter(), cpu_seconds()
+    for _ in range(batches):
+        next(it)
+    wall, cpu = time.perf_counter() - t, cpu_seconds() - cpu
+    n = batches * batch_size
+    return {"input_samples_per_s": round(n / wall, 1),
+            "input_samples_per_core_s": round(n / max(cpu, 1e-9), 1),
+            "input_host_ms_per_step": round(1e3 * cpu / batches, 4)}
 
 
 def input_benchmark(config, batches: int) -> dict:
-    """The HDF5 -> grain pipeline alone, no model: what this host can feed a device."""
+    """The input pipeline alone, no model: what this host can feed a device."""
     task, mesh = build_task(config), shd.make_mesh(config.mesh.fsdp)
-    it = train_iterator(task, config, mesh)
-    next(it)  # start-up (workers, first reads) is not the steady rate
-    t = time.perf_counter()
-    for _ in range(batches):
-        next(it)
-    rate = batches * config.train.batch_size / (time.perf_counter() - t)
+    inputs = train.make_input(task, mesh)
+    rates = time_input(train_iterator(inputs, config, mesh), batches, config.train.batch_size)
     return {"system": config.task, "model": config.model.get("name", config.task),
             "input_only": True, "batch_size": config.train.batch_size,
-            "worker_count": config.data.worker_count, "read_threads": config.data.read_threads,
-            "cpu_count": os.cpu_count(), "input_samples_per_s": round(rate, 1),
+            "train_read": inputs.mode, "worker_count": config.data.worker_count,
+            "read_threads": config.data.read_threads, "cpu_count": os.cpu_count(), **rates,
             "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv)}
 
 
@@ -119,15 +144,18 @@ def benchmark(config, steps: int, warmup: int) -> dict:
     batch_size = config.train.batch_size
     tx, schedule = optim.make_optimizer(config.optim, 100, 10_000)
     state, shardings = train.make_state(task, config, mesh, tx)  # as training builds it
-    step = make_train_step(task.loss_fn, tx, mesh, shardings, learning_rate_fn=schedule)
+    inputs = train.make_input(task, mesh)
+    jitted = make_train_step(task.loss_fn, tx, mesh, shardings, learning_rate_fn=schedule,
+                             gather=inputs.gather)
+    step = inputs.bind(jitted)
 
     # Distinct device batches, rotated, so no cached identical input flatters the step.
-    it = train_iterator(task, config, mesh)
+    it = train_iterator(inputs, config, mesh)
     host_batches = [next(it) for _ in range(4)]
     batches = [shd.make_global_batch(b, mesh) for b in host_batches]
 
     t0 = time.perf_counter()
-    lowered = step.lower(state, batches[0])
+    lowered = jitted.lower(state, batches[0], *([inputs.data] if inputs.data else []))
     compiled = lowered.compile()
     compile_s = time.perf_counter() - t0
     flops_per_step = step_flops(lowered, compiled)
@@ -147,12 +175,9 @@ def benchmark(config, steps: int, warmup: int) -> dict:
     jax.block_until_ready(m["loss"])
     throughput_step = (time.perf_counter() - t) / steps
 
-    # Input pipeline alone: HDF5 -> grain -> host batches.
+    # Input pipeline alone: HDF5 -> grain -> host batches (positions on the device path).
     n_in = max(steps, 10)
-    t = time.perf_counter()
-    for _ in range(n_in):
-        next(it)
-    input_sps = n_in * batch_size / (time.perf_counter() - t)
+    rates = time_input(it, n_in, batch_size)
 
     # Real loop: time blocked waiting for input, as a fraction of the step.
     feeder = pipeline.BatchFeeder(it, mesh)
@@ -167,7 +192,8 @@ def benchmark(config, steps: int, warmup: int) -> dict:
     jax.block_until_ready(m["loss"])
     loop_s = time.perf_counter() - t_loop
 
-    infer_ms = inference_latency_ms(task, mesh, state, shardings, repeats=max(steps, 5))
+    infer_ms = inference_latency_ms(task, inputs, mesh, state, shardings,
+                                    repeats=max(steps, 5))
     peak = matmul_peak_flops()
     median = statistics.median(times)
     q = np.percentile(times, [10, 90])
@@ -188,11 +214,15 @@ def benchmark(config, steps: int, warmup: int) -> dict:
         "matmul_peak_tflops": round(peak / 1e12, 3),
         "mfu_vs_matmul_peak": round(flops_per_step / throughput_step / peak, 4),
         "peak_device_memory_mb": round(mem.get("peak_bytes_in_use", 0) / 2**20, 1) or None,
-        "input_samples_per_s": round(input_sps, 1),
+        "train_read": inputs.mode, "device_data_mib": round(inputs.nbytes / 2**20, 1),
+        **rates,
+        # Host cores the input needs to keep up with the step (throughput mode).
+        "host_cores_to_feed_step": round(
+            batch_size / throughput_step / rates["input_samples_per_core_s"], 3),
         "input_wait_fraction": round(wait / loop_s, 4),
         "infer_ms_one_record_per_device": round(infer_ms, 2),
         "command": " ".join(sys.argv),
-    }, host_batches
+    }, host_batches if inputs.data is None else None
 
 
 def reference_spec(config) -> dict:
@@ -206,18 +236,23 @@ def reference_spec(config) -> dict:
     return json.loads(json.dumps(spec, default=list))  # tuples -> lists
 
 
-def reference_batches(config, host_batches: list[dict]) -> list[dict]:
-    """The batches the PyTorch twin trains on: the model's inputs. Where jaxtrain normalizes
-    inside its step (fire's `data.normalize_in`, resolved to step on a GPU) the host batches
-    hold raw readings, so the twin gets the same records normalized on the host instead
-    (its step then does a little less work than ours: the ratio errs on PyTorch's side)."""
-    if not runs_in_step(config.data.get("normalize_in", "host"), "data.normalize_in"):
+def reference_batches(config, host_batches: list[dict] | None) -> list[dict]:
+    """The batches the PyTorch twin trains on: the model's inputs. Where jaxtrain gathers
+    records on the device (`data.on_device`) or normalizes inside its step (fire's
+    `data.normalize_in`, resolved to step on a GPU) the host batches hold positions or raw
+    readings, so the twin gets the same kind of records read and normalized on the host
+    instead (its step then does a little less work than ours: the ratio errs on PyTorch's
+    side)."""
+    in_step = runs_in_step(config.data.get("normalize_in", "host"), "data.normalize_in")
+    if host_batches is not None and not in_step:
         return host_batches
     host_config = config.copy_and_resolve_references()
-    host_config.data.normalize_in = "host"
+    host_config.data.on_device = "never"
+    if "normalize_in" in host_config.data:
+        host_config.data.normalize_in = "host"
     task, mesh = build_task(host_config), shd.make_mesh(host_config.mesh.fsdp)
-    it = train_iterator(task, host_config, mesh)
-    return [next(it) for _ in host_batches]
+    it = train_iterator(train.make_input(task, mesh), host_config, mesh)
+    return [next(it) for _ in range(4)]
 
 
 def run_reference(config, host_batches: list[dict], steps: int, warmup: int,

@@ -12,6 +12,10 @@ def base_config() -> ConfigDict:
     c.data.cache_dir = "~/.cache/jaxtrain"  # where generated synthetic data are kept
     c.data.worker_count = 0  # grain worker processes (0 = read in the main process)
     c.data.read_threads = 2  # grain read-ahead threads per process
+    # Data set in device memory, batches gathered in the step (jaxtrain/data/device.py):
+    # auto = when it fits device_memory_fraction of one device (on CPU: of host RAM).
+    c.data.on_device = "auto"  # auto | always | never
+    c.data.device_memory_fraction = 0.4
 
     c.train = ConfigDict()
     c.train.batch_size = 64  # global, over all devices and processes

@@ -129,6 +129,8 @@ SHARED_RULES: dict[str, Rule] = {
     "seed": non_negative_int,
     "data.worker_count": non_negative_int,
     "data.read_threads": positive_int,
+    "data.on_device": one_of("auto", "always", "never"),
+    "data.device_memory_fraction": probability,
     "train.batch_size": positive_int,
     "train.eval_batch_size": positive_int,
     "train.epochs": positive_int,

@@ -25,13 +25,14 @@ from jax.experimental import multihost_utils
 
 from jaxtrain import files
 from jaxtrain.data import pipeline
-from jaxtrain.task import Outputs, Task
+from jaxtrain.task import Outputs
 
 PREDICTIONS_DIR = "predictions"
 
 
-def predict_split(eval_step: Any, state: Any, task: Task, source: Any,
-                  config: ml_collections.ConfigDict, mesh: Any,
+def predict_split(eval_step: Any, state: Any, source: Any,
+                  config: ml_collections.ConfigDict, mesh: Any, *,
+                  transform: Any = None, batch_transform: Any = None,
                   should_stop: Any = None) -> Outputs:
     """The concatenated `predict_fn` outputs of one pass over `source`, padding dropped.
 
@@ -39,16 +40,20 @@ def predict_split(eval_step: Any, state: Any, task: Task, source: Any,
     batches: when it says so the pass ends early and the caller discards the result.
     """
     it = pipeline.eval_dataset(source, global_batch_size=config.train.eval_batch_size,
-                               mesh=mesh, transform=task.transform,
-                               batch_transform=task.batch_transform,
+                               mesh=mesh, transform=transform,
+                               batch_transform=batch_transform,
                                read_threads=config.data.read_threads)
     chunks: list[dict[str, np.ndarray]] = []
-    for batch in pipeline.BatchFeeder(iter(it), mesh):
-        out = eval_step(state, batch)
-        out["valid"] = batch["valid"]
-        chunks.append(multihost_utils.process_allgather(out, tiled=True))
-        if should_stop is not None and should_stop():
-            break
+    feeder = pipeline.BatchFeeder(iter(it), mesh)
+    try:
+        for batch in feeder:
+            out = eval_step(state, batch)
+            out["valid"] = batch["valid"]
+            chunks.append(multihost_utils.process_allgather(out, tiled=True))
+            if should_stop is not None and should_stop():
+                break
+    finally:
+        feeder.close()
     outputs = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
     valid = outputs.pop("valid").astype(bool)
     return {k: v[valid] for k, v in outputs.items()}

@@ -93,21 +93,24 @@ class PhasedStep:
 
     def __init__(self, phases: Sequence[Phase], tx: optax.GradientTransformation, mesh: Mesh,
                  shardings: TrainState, steps_per_epoch: int,
-                 learning_rate_fn: Callable[[jax.Array], jax.Array] | None = None):
+                 learning_rate_fn: Callable[[jax.Array], jax.Array] | None = None,
+                 gather: Any = None):
         check(phases)
         self.phases, self.steps_per_epoch = list(phases), steps_per_epoch
         self._steps = [
             make_train_step(p.loss_fn, gated(tx, p.trainable, p.lr_scale), mesh, shardings,
-                            learning_rate_fn=_scaled(learning_rate_fn, p.lr_scale))
+                            learning_rate_fn=_scaled(learning_rate_fn, p.lr_scale),
+                            gather=gather)
             for p in self.phases]
         self._step: int | None = None
 
-    def __call__(self, state: TrainState, batch: PyTree) -> tuple[TrainState, dict]:
+    def __call__(self, state: TrainState, batch: PyTree, *data: PyTree
+                 ) -> tuple[TrainState, dict]:
         if self._step is None:
             self._step = int(state.step)
         k = phase_at(self.phases, self._step, self.steps_per_epoch)
         self._step += 1
-        state, metrics = self._steps[k](state, batch)
+        state, metrics = self._steps[k](state, batch, *data)
         return state, {**metrics, "phase": jnp.float32(k)}
 
 
@@ -118,8 +121,11 @@ def _scaled(fn: Callable[[jax.Array], jax.Array] | None, scale: float
 
 def make_step(phases: Sequence[Phase], loss_fn: LossFn, tx: optax.GradientTransformation,
               mesh: Mesh, shardings: TrainState, steps_per_epoch: int,
-              learning_rate_fn: Callable[[jax.Array], jax.Array] | None = None) -> Any:
-    """The loop's train step: the plain one without phases, a `PhasedStep` with them."""
+              learning_rate_fn: Callable[[jax.Array], jax.Array] | None = None,
+              gather: Any = None) -> Any:
+    """The loop's train step: the plain one without phases, a `PhasedStep` with them
+    (`gather`: device-resident data, see `train_step.make_train_step`)."""
     if not phases:
-        return make_train_step(loss_fn, tx, mesh, shardings, learning_rate_fn=learning_rate_fn)
-    return PhasedStep(phases, tx, mesh, shardings, steps_per_epoch, learning_rate_fn)
+        return make_train_step(loss_fn, tx, mesh, shardings, learning_rate_fn=learning_rate_fn,
+                               gather=gather)
+    return PhasedStep(phases, tx, mesh, shardings, steps_per_epoch, learning_rate_fn, gather)

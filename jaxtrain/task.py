@@ -76,6 +76,10 @@ class Task:
     data: dict[str, Any] = dataclasses.field(default_factory=dict)
     choices: dict[str, Any] = dataclasses.field(default_factory=dict)
     after_training: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None
+    # The data set kept in device memory (`jaxtrain.data.device.DeviceData`, built when the
+    # loop starts), when the task chose the device path (`device.on_device`): the loop then
+    # reads positions, not records, and the step gathers them; None: the host path above.
+    device_data: Callable[[], Any] | None = None
     # Training phases (`jaxtrain.phases.Phase`: loss, trainable mask, lr scale from an epoch
     # on), e.g. a frozen backbone then a partly unfrozen one; empty: `loss_fn` trains all.
     phases: Sequence[Any] = ()

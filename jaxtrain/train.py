@@ -31,7 +31,7 @@ from jaxtrain import report as report_lib
 from jaxtrain import sharding as shd
 from jaxtrain.checkpoint import Checkpointer, abstract_like, all_finite
 from jaxtrain.cli import environment_error
-from jaxtrain.data import pipeline
+from jaxtrain.data import device, pipeline
 from jaxtrain.task import Task, evaluate
 from jaxtrain.train_step import (
     FIRST_NONFINITE_STEP,
@@ -200,26 +200,73 @@ def make_state(task: Task, config: ml_collections.ConfigDict, mesh: Mesh, tx: An
     return create_sharded_state(init_state, mesh, config.mesh.fsdp_min_size)
 
 
-def train_batches(task: Task, config: ml_collections.ConfigDict, mesh: Mesh, num_epochs: int
-                  ) -> Any:
+@dataclasses.dataclass(frozen=True)
+class Input:
+    """Where the loop's batches come from: the task's host sources, or, on the device path
+    (`Task.device_data` set), positions into arrays uploaded once (`jaxtrain.data.device`).
+
+    `bind(step)` gives a `(state, batch)` step either way: on the device path it passes the
+    uploaded arrays, which the step gathers its records from."""
+
+    sources: dict[str, Any]  # "train" | "val" | "test" -> what the pipeline reads
+    mode: str  # "device" | "batches" | "records" (results.json setup.train_read)
+    transform: Callable | None = None
+    random_transform: Callable | None = None
+    batch_transform: Callable | None = None
+    gather: device.GatherFn | None = None
+    data: dict[str, jax.Array] | None = None
+    nbytes: int = 0
+
+    def bind(self, step: Callable[..., Any]) -> Callable[..., Any]:
+        if self.data is None:
+            return step
+        data = self.data
+        return lambda state, batch: step(state, batch, data)
+
+
+def make_input(task: Task, mesh: Mesh) -> Input:
+    """The task's input as training reads it; uploads its device data (if any) once."""
+    if task.device_data is None:
+        sources = {"train": task.train_source, "val": task.val_source, "test": task.test_source}
+        return Input(sources, pipeline.read_mode(task.train_source, task.transform,
+                                                 task.random_transform),
+                     task.transform, task.random_transform, task.batch_transform)
+    data = task.device_data()
+    sources = {s: device.PositionSource(data.splits[s], s) for s in ("train", "val", "test")}
+    for split, host in (("train", task.train_source), ("val", task.val_source),
+                        ("test", task.test_source)):
+        if len(sources[split]) != len(host):  # the device copy must be the same data set
+            raise ValueError(f"device data of the {split} split has {len(sources[split])} "
+                             f"records, its host source {len(host)}")
+    t0 = time.monotonic()
+    arrays = device.upload(data.arrays, mesh)
+    jax.block_until_ready(arrays)
+    logging.info("device data: %.1f MiB uploaded in %.1f s (%s)", data.nbytes / 2**20,
+                 time.monotonic() - t0,
+                 ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in data.arrays.items()))
+    return Input(sources, "device", gather=data.gather, data=arrays, nbytes=data.nbytes)
+
+
+def train_batches(inputs: Input, config: ml_collections.ConfigDict, mesh: Mesh,
+                  num_epochs: int) -> Any:
     """This process's host batches of the training input, exactly as training reads them."""
     return iter(pipeline.train_dataset(
-        task.train_source, global_batch_size=config.train.batch_size, mesh=mesh,
-        seed=config.seed, num_epochs=num_epochs, transform=task.transform,
-        random_transform=task.random_transform, batch_transform=task.batch_transform,
+        inputs.sources["train"], global_batch_size=config.train.batch_size, mesh=mesh,
+        seed=config.seed, num_epochs=num_epochs, transform=inputs.transform,
+        random_transform=inputs.random_transform, batch_transform=inputs.batch_transform,
         worker_count=config.data.worker_count, read_threads=config.data.read_threads))
 
 
-def resolved_setup(task: Task, config: ml_collections.ConfigDict, mesh: Mesh
-                   ) -> dict[str, Any]:
+def resolved_setup(task: Task, config: ml_collections.ConfigDict, mesh: Mesh,
+                   inputs: Input) -> dict[str, Any]:
     """Every choice made at start-up rather than spelled out in the config: logged, and
     written to results.json, so two runs of one config on two machines can be told apart."""
     return {"backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
             "devices": jax.device_count(), "processes": jax.process_count(),
             "mesh": dict(mesh.shape),
             "compute_dtype": jnp.dtype(compute_dtype(config.train.compute_dtype)).name,
-            "train_read": pipeline.read_mode(task.train_source, task.transform,
-                                             task.random_transform),
+            "train_read": inputs.mode,
+            **({"device_data_mib": round(inputs.nbytes / 2**20, 1)} if inputs.data else {}),
             **task.choices}
 
 
@@ -231,6 +278,7 @@ class _Run:
     workdir: str
     task: Task
     mesh: Mesh
+    inputs: Input
     steps_per_epoch: int
     total_steps: int
     state: TrainState
@@ -263,16 +311,19 @@ class _Run:
             self.ckpt.save(self.step, self.state, self.feeder.get_state(),
                            dataclasses.asdict(self.loop), metrics=metrics, force=force)
 
-    def predict(self, source: Any, stoppable: bool = False) -> dict[str, np.ndarray]:
+    def predict(self, split: str, stoppable: bool = False) -> dict[str, np.ndarray]:
+        inputs = self.inputs
         return evaluate_lib.predict_split(
-            self.eval_step, self.state, self.task, source, self.config, self.mesh,
-            self.stop.received_alone if stoppable else None)
+            self.eval_step, self.state, inputs.sources[split], self.config, self.mesh,
+            transform=inputs.transform, batch_transform=inputs.batch_transform,
+            should_stop=self.stop.received_alone if stoppable else None)
 
     def close(self, abandon_saves: bool = False) -> None:
         """`abandon_saves`: after a write error (a full disk), waiting for and closing
         orbax's writers only repeats the error from its threads; an unfinished save stays a
         temporary directory that the next start ignores."""
         self.stop.restore()
+        self.feeder.close()
         self.writer.close()
         if not abandon_saves:
             self.ckpt.wait()
@@ -292,21 +343,23 @@ def setup(config: ml_collections.ConfigDict, workdir: str, task: Task,
     schedule_epochs = schedule_epochs or config.train.epochs
     tx, schedule = optim.make_optimizer(config.optim, per_epoch, schedule_epochs * per_epoch)
     state, shardings = make_state(task, config, mesh, tx)
+    inputs = make_input(task, mesh)
     es = config.early_stopping
     run = _Run(
-        config=config, workdir=workdir, task=task, mesh=mesh, steps_per_epoch=per_epoch,
-        total_steps=total_steps, state=state, shardings=shardings,
-        train_step=phases.make_step(task.phases, task.loss_fn, tx, mesh, shardings, per_epoch,
-                                    learning_rate_fn=schedule),
-        eval_step=make_eval_step(task.predict_fn, mesh, shardings),
+        config=config, workdir=workdir, task=task, mesh=mesh, inputs=inputs,
+        steps_per_epoch=per_epoch, total_steps=total_steps, state=state, shardings=shardings,
+        train_step=inputs.bind(phases.make_step(task.phases, task.loss_fn, tx, mesh, shardings,
+                                                per_epoch, learning_rate_fn=schedule,
+                                                gather=inputs.gather)),
+        eval_step=inputs.bind(make_eval_step(task.predict_fn, mesh, shardings, inputs.gather)),
         feeder=pipeline.BatchFeeder(
-            train_batches(task, config, mesh, max(config.train.epochs, schedule_epochs) + 1),
+            train_batches(inputs, config, mesh, max(config.train.epochs, schedule_epochs) + 1),
             mesh),
         ckpt=Checkpointer(os.path.join(workdir, "checkpoints"), best_metric=es.metric,
                           best_mode=es.mode,
                           keep_every_steps=config.checkpoint.keep_every_steps),
         writer=writers.MetricWriter(workdir), stop=_StopFlag(),
-        setup=resolved_setup(task, config, mesh))
+        setup=resolved_setup(task, config, mesh, inputs))
     n_params = sum(x.size for x in jax.tree.leaves(state.params))
     run.setup["parameters"] = n_params
     logging.info("model: %s parameters; %d steps/epoch, %d epochs; set-up %s", f"{n_params:,}",
@@ -432,7 +485,7 @@ def _end_of_epoch(run: _Run, skipped: int = 0) -> None:
                        "latest checkpoint is the last good one. Lower optim.learning_rate")
     t0 = time.monotonic()
     with run.timed("evaluation_s"):
-        val_outputs = run.predict(run.task.val_source, stoppable=True)
+        val_outputs = run.predict("val", stoppable=True)
         if run.stop.poll(run.step):
             return  # the pass may be partial: the caller saves and exits
         val_metrics, val_report = evaluate(run.task.evaluators, val_outputs)
@@ -506,8 +559,8 @@ def _test(run: _Run) -> dict[str, Any]:
     if best is not None and best != final_step:
         run.state, _, _ = run.ckpt.restore(best, abstract_like(run.state, run.shardings))
     with run.timed("evaluation_s"):
-        val_outputs = run.predict(task.val_source, stoppable=True)
-        test_outputs = run.predict(task.test_source, stoppable=True)
+        val_outputs = run.predict("val", stoppable=True)
+        test_outputs = run.predict("test", stoppable=True)
         if run.stop.poll(final_step, every=1):  # outputs may be partial: no results from them
             raise Interrupted(run.stop.signum, final_step, during_test=True)
         test_metrics, report = evaluate(task.evaluators, test_outputs, val_outputs)

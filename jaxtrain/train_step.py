@@ -21,6 +21,7 @@ import optax
 from jax.sharding import Mesh
 
 from jaxtrain import sharding as shd
+from jaxtrain.data import device
 
 PyTree = Any
 LossFn = Callable[[PyTree, PyTree, PyTree, jax.Array], tuple[jax.Array, tuple[dict, PyTree]]]
@@ -117,15 +118,20 @@ def create_sharded_state(init_fn: Callable[[], TrainState], mesh: Mesh,
 def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, mesh: Mesh,
                     state_shardings: TrainState, *,
                     learning_rate_fn: Callable[[jax.Array], jax.Array] | None = None,
-                    donate: bool = True) -> Callable[[TrainState, PyTree], tuple[TrainState, dict]]:
-    """Jitted `(state, batch) -> (state, metrics)`: batch sharded over the data axes.
+                    donate: bool = True, gather: device.GatherFn | None = None
+                    ) -> Callable[..., tuple[TrainState, dict]]:
+    """Jitted `(state, batch[, data]) -> (state, metrics)`: batch sharded over the data axes.
 
     Gradients are all-reduced by XLA from the shardings alone (no pmap, no explicit psum).
-    The state buffers are donated, so the update happens in place.
+    The state buffers are donated, so the update happens in place. With `gather` the batch
+    holds record positions and `data` the device-resident arrays (`jaxtrain.data.device`,
+    replicated, never donated): the records are gathered here, inside the step.
     """
 
-    def train_step(state: TrainState, batch: PyTree) -> tuple[TrainState, dict]:
+    def train_step(state: TrainState, batch: PyTree, data: PyTree = None
+                   ) -> tuple[TrainState, dict]:
         rng = state.step_key()
+        batch = device.gathered(gather, batch, data)
 
         def compute_loss(params):
             return loss_fn(params, state.model_state, batch, rng)
@@ -156,19 +162,28 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, mesh: Mes
         return new_state, metrics
 
     return jax.jit(train_step,
-                   in_shardings=(state_shardings, shd.batch_sharding(mesh)),
+                   in_shardings=_in_shardings(state_shardings, mesh, gather),
                    out_shardings=(state_shardings, shd.replicated(mesh)),
                    donate_argnums=(0,) if donate else ())
 
 
-def make_eval_step(predict_fn: PredictFn, mesh: Mesh, state_shardings: TrainState
-                   ) -> Callable[[TrainState, PyTree], dict[str, jax.Array]]:
-    """Jitted `(state, batch) -> outputs`, outputs sharded like the batch."""
+def _in_shardings(state_shardings: TrainState, mesh: Mesh, gather: Any) -> tuple:
+    """(state, batch) shardings, and the replicated device data's when there is a gather."""
+    data = (shd.replicated(mesh),) if gather is not None else ()
+    return (state_shardings, shd.batch_sharding(mesh), *data)
 
-    def eval_step(state: TrainState, batch: PyTree) -> dict[str, jax.Array]:
-        return predict_fn(*state.inference_variables(), batch)
 
-    return jax.jit(eval_step, in_shardings=(state_shardings, shd.batch_sharding(mesh)),
+def make_eval_step(predict_fn: PredictFn, mesh: Mesh, state_shardings: TrainState,
+                   gather: device.GatherFn | None = None
+                   ) -> Callable[..., dict[str, jax.Array]]:
+    """Jitted `(state, batch[, data]) -> outputs`, outputs sharded like the batch (`gather`:
+    see `make_train_step`)."""
+
+    def eval_step(state: TrainState, batch: PyTree, data: PyTree = None
+                  ) -> dict[str, jax.Array]:
+        return predict_fn(*state.inference_variables(), device.gathered(gather, batch, data))
+
+    return jax.jit(eval_step, in_shardings=_in_shardings(state_shardings, mesh, gather),
                    out_shardings=shd.batch_sharding(mesh))
 
 

@@ -17,6 +17,8 @@ from typing import Any, Generic, TypeVar
 import h5py
 import numpy as np
 
+from jaxtrain.data.device import DeviceData, slices
+
 Record = dict[str, np.ndarray]
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
@@ -223,3 +225,50 @@ class HDF5WindowSource:
         if self.stream_field:
             out[self.stream_field] = streams.astype(np.int32)
         return out
+
+
+def window_device_data(splits: Mapping[str, HDF5WindowSource]) -> DeviceData:
+    """The splits' windows as device data: each stream's series uploaded once, windows cut
+    in the step (`device.slices`), not shipped as overlapping copies (a 60-row window at
+    stride 12 would be 5x the series).
+
+    The splits must read the same streams and fields (splits of one file). Arrays: one
+    series per field, every stream's rows concatenated ("series/<name>"), and per window
+    its global end row and stream ("window_end", "window_stream"); the gather returns the
+    records `read_batch` would, with the stored dtypes.
+    """
+    first = next(iter(splits.values()))
+    for name, src in splits.items():
+        if (src.streams, src.window_fields, src.point_fields, src.length) != (
+                first.streams, first.window_fields, first.point_fields, first.length):
+            raise ValueError(f"split {name!r} reads other streams or fields than the others")
+    fields = {**first.window_fields, **first.point_fields}
+    series: dict[str, np.ndarray] = {}
+    for name, ds in fields.items():
+        series[name] = np.concatenate([np.asarray(first._array(s, ds)[...])
+                                       for s in range(len(first.streams))])
+    rows = [len(first._array(s, next(iter(fields.values())))) for s in range(len(first.streams))]
+    starts = np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(np.int64)
+    windows = np.concatenate([src.windows for src in splits.values()])
+    ends = starts[windows[:, 0]] + windows[:, 1]
+    if len(ends) and ends.max() >= 2**31:
+        raise ValueError(f"{sum(rows)} rows: too many for int32 window positions")
+    counts = np.cumsum([0, *(len(src) for src in splits.values())])
+    positions = {name: np.arange(counts[i], counts[i + 1], dtype=np.int32)
+                 for i, name in enumerate(splits)}
+    arrays = {**{f"series/{k}": v for k, v in series.items()},
+              "window_end": ends.astype(np.int32),
+              "window_stream": windows[:, 0].astype(np.int32)}
+    length, window_names = first.length, tuple(first.window_fields)
+    stream_field = first.stream_field
+
+    def gather(data: dict[str, Any], positions: Any) -> dict[str, Any]:
+        end = data["window_end"][positions]
+        out = {name: (slices(data[f"series/{name}"], end - (length - 1), length)
+                      if name in window_names else data[f"series/{name}"][end])
+               for name in fields}
+        if stream_field:
+            out[stream_field] = data["window_stream"][positions]
+        return out
+
+    return DeviceData(arrays, positions, gather)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import collections
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -155,41 +156,86 @@ def eval_dataset(source: Any, *, global_batch_size: int, mesh: Mesh,
 
 
 class BatchFeeder:
-    """Puts `ahead` global batches on the mesh before they are needed.
+    """Puts `ahead` global batches on the mesh before they are needed, from a thread.
 
-    `get_state()` is the iterator state just before the first batch not yet returned, so a
-    checkpoint taken after step k resumes at batch k + 1 exactly, despite the look-ahead.
+    The thread reads the host iterator and starts each batch's host-to-device copy while the
+    main thread dispatches steps, so the copy of batch n + 1 overlaps step n (the loop only
+    waits when the input is slower than the step). `get_state()` is the iterator state just
+    before the first batch not yet returned, so a checkpoint taken after step k resumes at
+    batch k + 1 exactly, despite the look-ahead.
     """
 
     def __init__(self, iterator: Any, mesh: Mesh, ahead: int = 2):
         self._it, self._mesh, self._ahead = iterator, mesh, ahead
-        self._queue: collections.deque = collections.deque()
-        self._exhausted = False
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._reset()
 
-    def _fill(self) -> None:
-        while not self._exhausted and len(self._queue) < self._ahead:
-            state = self._it.get_state()
+    def _reset(self) -> None:
+        self._queue: collections.deque = collections.deque()  # (state before, batch)
+        self._next_state: Any = None  # state before the batch being read, when the queue is empty
+        self._done = False  # the iterator ended, or raised (`_error`)
+        self._error: BaseException | None = None
+        self._stopping = False
+
+    def _start(self) -> None:
+        if self._thread is None:
+            self._next_state = self._it.get_state()
+            self._thread = threading.Thread(target=self._produce, name="BatchFeeder",
+                                            daemon=True)
+            self._thread.start()
+
+    def _produce(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._stopping or len(self._queue) < self._ahead)
+                if self._stopping:
+                    return
+                state = self._next_state
             try:
-                batch = next(self._it)
-            except StopIteration:
-                self._exhausted = True
+                batch = shd.make_global_batch(next(self._it), self._mesh)
+            except BaseException as e:  # StopIteration included: handed to the consumer
+                with self._cond:
+                    self._done = True
+                    self._error = None if isinstance(e, StopIteration) else e
+                    self._cond.notify_all()
                 return
-            self._queue.append((state, shd.make_global_batch(batch, self._mesh)))
+            with self._cond:
+                self._queue.append((state, batch))
+                self._next_state = self._it.get_state()
+                self._cond.notify_all()
 
     def __iter__(self) -> Iterator[Any]:
         return self
 
     def __next__(self) -> Any:
-        self._fill()
-        if not self._queue:
-            raise StopIteration
-        _, batch = self._queue.popleft()
+        self._start()
+        with self._cond:
+            self._cond.wait_for(lambda: self._queue or self._done)
+            if not self._queue:
+                if self._error is not None:
+                    raise self._error
+                raise StopIteration
+            _, batch = self._queue.popleft()
+            self._cond.notify_all()
         return batch
 
     def get_state(self) -> Any:
-        return self._queue[0][0] if self._queue else self._it.get_state()
+        if self._thread is None:
+            return self._it.get_state()
+        with self._cond:
+            return self._queue[0][0] if self._queue else self._next_state
+
+    def close(self) -> None:
+        """Stops the reading thread (it finishes the batch it is reading)."""
+        if self._thread is not None:
+            with self._cond:
+                self._stopping = True
+                self._cond.notify_all()
+            self._thread.join()
+            self._thread = None
 
     def set_state(self, state: Any) -> None:
-        self._queue.clear()
-        self._exhausted = False
+        self.close()
+        self._reset()
         self._it.set_state(state)

@@ -12,6 +12,7 @@ ensemble.py over the saved predictions.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -24,7 +25,8 @@ import numpy as np
 from absl import logging
 
 from jaxtrain import losses
-from jaxtrain.data.hdf5 import HDF5WindowSource
+from jaxtrain.data import device
+from jaxtrain.data.hdf5 import HDF5WindowSource, window_device_data
 from jaxtrain.data.splits import split_windows
 from jaxtrain.data.synthetic import configured_or_generated, generated_once
 from jaxtrain.models.fire_transformer import FireTransformer
@@ -97,9 +99,12 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
 
     net = build_model(config, len(info.area_names), len(info.class_names))
     cw = jnp.asarray(class_weights, jnp.float32)
-    # Normalize inside the step on GPU/TPU (the host then only gathers raw windows), on the
-    # host on CPU, where both would share the same cores anyway.
-    in_step = runs_in_step(d.normalize_in, "data.normalize_in")
+    # The whole log in device memory when it fits (data.on_device): windows are cut and
+    # normalized in the step and the host ships positions only.
+    resident = device.on_device(config, device_bytes(info, splits))
+    # Else normalize inside the step on GPU/TPU (the host then only gathers raw windows), on
+    # the host on CPU, where both would share the same cores anyway.
+    in_step = resident or runs_in_step(d.normalize_in, "data.normalize_in")
 
     def model_input(x: np.ndarray | jax.Array) -> np.ndarray | jax.Array:
         return normalize.normalize(x, center, scale, d.normalization, tuple(d.diff_lags))
@@ -107,6 +112,12 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
     def batch_transform(b: dict) -> dict:  # whole batches: ~20x cheaper than per window
         return {**b, "x": b["x"] if in_step else model_input(b["x"]),
                 "label": b["label"].astype(np.int32), "risk": b["risk"].astype(np.float32)}
+
+    def device_data() -> device.DeviceData:
+        data = window_device_data({"train": train_src, "val": val_src, "test": test_src})
+        gather = data.gather
+        return dataclasses.replace(data, gather=lambda arrays, positions: {
+            **(b := gather(arrays, positions)), "label": b["label"].astype(jnp.int32)})
 
     def step_input(x: jax.Array) -> jax.Array:
         return model_input(x) if in_step else x
@@ -157,7 +168,14 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
               "class_names": list(info.class_names), "area_names": list(info.area_names),
               "class_weights": np.asarray(class_weights).tolist()},
         choices={"data.normalize_in": "step" if in_step else "host"},
-        after_training=after_training)
+        after_training=after_training, device_data=device_data if resident else None)
+
+
+def device_bytes(info: Any, splits: dict[str, np.ndarray]) -> int:
+    """What `window_device_data` uploads: float32 readings, int8 label and float32 risk per
+    row, two int32 per window."""
+    rows = int(sum(info.lengths))
+    return rows * (4 * len(info.channel_names) + 1 + 4) + 8 * sum(map(len, splits.values()))
 
 
 def raw_window_predictor(predict_fn: Any, batch_transform: Any, batch_size: int

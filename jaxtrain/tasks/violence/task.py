@@ -26,6 +26,7 @@ import numpy as np
 from absl import logging
 
 from jaxtrain import config_checks as cc
+from jaxtrain.data import device
 from jaxtrain.data.splits import split_groups
 from jaxtrain.data.synthetic import configured_or_generated, generated_once
 from jaxtrain.task import Task
@@ -221,6 +222,12 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
         return motion_baseline(feats.motion[tr], feats.labels[tr], feats.motion[te],
                                feats.labels[te], class_weights)
 
+    def device_data() -> device.DeviceData:  # the cache as it is (float16), rows by position
+        arrays = {"x": feats.features, "label": feats.labels,
+                  "index": np.arange(len(feats.labels), dtype=np.int32)}
+        return device.DeviceData(arrays, rows, device.take)
+
+    resident = device.on_device(config, feats.features.nbytes + 8 * len(feats.labels))
     return Task(
         train_source=FeatureSource(feats, rows["train"]),
         val_source=FeatureSource(feats, rows["val"]),
@@ -233,7 +240,8 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
               "train_label_counts": np.bincount(train_labels, minlength=2).tolist(),
               "class_weights": class_weights.tolist(), "videos_left_out": feats.errors,
               "feature_dim": int(feats.features.shape[-1]),
-              "seconds": {"dataset": round(t1 - t0, 1), "features": round(t2 - t1, 1)}})
+              "seconds": {"dataset": round(t1 - t0, 1), "features": round(t2 - t1, 1)}},
+        device_data=device_data if resident else None)
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
