@@ -64,6 +64,7 @@ class _SignalOnFirstRead:
 
 def test_sigterm_during_the_final_test_stops_and_a_rerun_finishes(tmp_path, cache_dir):
     config = tiny_fire_config(cache_dir, epochs=1)
+    config.data.on_device = "never"  # the signal comes from a host read of the test split
     workdir = str(tmp_path / "run")
     os.makedirs(workdir)
     task = build(config, workdir)
