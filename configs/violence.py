@@ -103,6 +103,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
         c.data.reverse_prob = 0.0
         c.eval.reverse_view = False
         c.optim.ema_decay = 0.0
+        c.train.profile_steps = "10,20"  # the seed's TensorBoard profile_batch='10,20'
     elif arg:
         raise ValueError(f"unknown violence config variant {arg!r} (known: seed)")
     return c

@@ -26,6 +26,9 @@ def base_config() -> ConfigDict:
     c.train.report = True  # report.html at the end, TensorBoard images per epoch
     c.train.check_finite_every = 100  # steps between on-device divergence checks (at most)
     c.train.rng_impl = "rbg"  # dropout PRNG: rbg (XLA RngBitGenerator) | threefry2x32 | unsafe_rbg
+    # "FIRST,LAST" (e.g. "10,20"): a jax.profiler trace of training steps FIRST..LAST (1 = the
+    # first step) under <workdir>/tb/plugins/profile/, for TensorBoard's profile tab; "" = off.
+    c.train.profile_steps = ""
 
     c.optim = ConfigDict()
     c.optim.learning_rate = 1e-3

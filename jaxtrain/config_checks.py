@@ -91,6 +91,29 @@ def ints_at_least(low: int, min_len: int = 0) -> Rule:
     return rule
 
 
+def parse_step_range(v: Any) -> tuple[int, int] | None:
+    """`"FIRST,LAST"` (1 <= FIRST <= LAST) as (FIRST, LAST); "" -> None; else ValueError."""
+    if not isinstance(v, str):
+        raise ValueError(v)
+    if not v.strip():
+        return None
+    parts = v.split(",")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(v)
+    first, last = (int(p) for p in parts)
+    if not 1 <= first <= last:
+        raise ValueError(v)
+    return first, last
+
+
+def step_range(v: Any) -> str | None:
+    try:
+        parse_step_range(v)
+    except ValueError:
+        return '"FIRST,LAST" steps with 1 <= FIRST <= LAST (e.g. "10,20"), or "" (off)'
+    return None
+
+
 def fractions(count: int) -> Rule:
     """`count` non-negative numbers summing to 1 (split fractions)."""
 
@@ -138,6 +161,7 @@ SHARED_RULES: dict[str, Rule] = {
     "train.log_every_s": positive,
     "train.report": boolean,
     "train.rng_impl": one_of("rbg", "threefry2x32", "unsafe_rbg"),
+    "train.profile_steps": step_range,
     "optim.learning_rate": positive,
     "optim.warmup_steps": non_negative_int,
     "optim.warmup_epochs": non_negative,

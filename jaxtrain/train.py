@@ -25,7 +25,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from jaxtrain import epoch_images, files, optim, phases, writers
+from jaxtrain import config_checks, epoch_images, files, optim, phases, writers
 from jaxtrain import evaluate as evaluate_lib
 from jaxtrain import report as report_lib
 from jaxtrain import sharding as shd
@@ -111,6 +111,45 @@ class _StopFlag:
     def restore(self) -> None:
         for s, h in self._old.items():
             signal.signal(s, h)
+
+
+class _StepProfiler:
+    """A `jax.profiler` trace of training steps FIRST..LAST (`train.profile_steps`, 1 = the
+    first step) into <workdir>/tb, where TensorBoard's profile plugin finds it
+    (tb/plugins/profile/<run>/<host>.xplane.pb); process 0 only. Each traced step is a
+    `StepTraceAnnotation`, so the profile's step view shows them by number."""
+
+    def __init__(self, spec: str, workdir: str):
+        steps = config_checks.parse_step_range(spec)
+        self.first, self.last = steps if steps and jax.process_index() == 0 else (0, -1)
+        self.logdir = os.path.join(workdir, "tb")
+        self.active = False
+
+    def step(self, step: int) -> contextlib.AbstractContextManager:
+        """Around the step that makes the count `step`: starts the trace at FIRST."""
+        if not self.active and self.first <= step <= self.last:
+            jax.profiler.start_trace(self.logdir)
+            self.active = True
+            logging.info("profiling steps %d-%d into %s", step, self.last, self.logdir)
+        if self.active:
+            return jax.profiler.StepTraceAnnotation("train", step_num=step)
+        return contextlib.nullcontext()
+
+    def after(self, step: int, outputs: Any) -> None:
+        if self.active and step >= self.last:
+            self.stop(outputs)
+
+    def stop(self, outputs: Any = None) -> None:
+        """Waits for `outputs` (the last traced step's), then writes the trace."""
+        if not self.active:
+            return
+        self.active = False
+        try:
+            jax.block_until_ready(outputs)
+        finally:
+            jax.profiler.stop_trace()
+        logging.info("profile written under %s (tensorboard --logdir %s, profile tab)",
+                     os.path.join(self.logdir, "plugins", "profile"), self.logdir)
 
 
 _BOOKKEEPING = (*NONFINITE.values(), FIRST_NONFINITE_STEP)
@@ -427,43 +466,53 @@ def _train(run: _Run, on_step: Callable[[int], None] | None) -> None:
     sums = _DeviceSums(skip_nonfinite=bool(config.optim.skip_nonfinite_steps))
     step = run.step
     first_step_done = False
-    while True:
-        # An epoch ends at a multiple of steps_per_epoch not yet counted in loop.epoch (a run
-        # resumed from the checkpoint taken right after that epoch's evaluation skips it).
-        if step and step % run.steps_per_epoch == 0 and loop.epoch < step // run.steps_per_epoch:
-            sums.flush_into(loop, step, run.state.params)
-            _end_of_epoch(run, skipped=sums.skipped)
-            if not stop.signum:
-                run.save(metrics={metric: loop.history[-1][metric]})
-        if step >= run.total_steps or loop.stopped_early or stop.poll(step):
-            break
-        with run.timed("input_wait_s"):
-            batch = next(run.feeder)
-        if not first_step_done:  # compiles the step: timed apart, waited for
-            with run.timed("compile_s"):
-                run.state, metrics = run.train_step(run.state, batch)
-                jax.block_until_ready(metrics)
-            first_step_done = True
-        else:
-            with run.timed("train_steps_s"):
-                run.state, metrics = run.train_step(run.state, batch)
-        step += 1
-        sums.add(metrics)
-        if on_step is not None:
-            on_step(step)
-        if every_steps and step % every_steps == 0 and step % run.steps_per_epoch:
-            sums.flush_into(loop, step, run.state.params)
-            run.save()
-        if progress.due() or step % config.train.check_finite_every == 0:
-            with run.timed("train_steps_s"):  # waits for the step
-                sums.check(step, run.state.params)
-        if progress.due():
-            host_metrics = _scalars(jax.device_get(metrics))
-            rate = progress.rate(step)
-            progress.line(step, loop.epoch, float(host_metrics["loss"]), rate)
-            # Single steps under their own tags: train/ holds the epoch means (history.csv).
-            run.writer.scalars(step, {"train_step/" + k: v for k, v in host_metrics.items()}
-                               | rate | _memory())
+    profiler = _StepProfiler(config.train.profile_steps, run.workdir)
+    try:
+        while True:
+            # An epoch ends at a multiple of steps_per_epoch not yet counted in loop.epoch (a
+            # run resumed from the checkpoint taken right after that epoch's evaluation skips it).
+            per_epoch = run.steps_per_epoch
+            if step and step % per_epoch == 0 and loop.epoch < step // per_epoch:
+                sums.flush_into(loop, step, run.state.params)
+                _end_of_epoch(run, skipped=sums.skipped)
+                if not stop.signum:
+                    run.save(metrics={metric: loop.history[-1][metric]})
+            if step >= run.total_steps or loop.stopped_early or stop.poll(step):
+                break
+            with run.timed("input_wait_s"):
+                batch = next(run.feeder)
+            with profiler.step(step + 1):
+                if not first_step_done:  # compiles the step: timed apart, waited for
+                    with run.timed("compile_s"):
+                        run.state, metrics = run.train_step(run.state, batch)
+                        jax.block_until_ready(metrics)
+                    first_step_done = True
+                else:
+                    with run.timed("train_steps_s"):
+                        run.state, metrics = run.train_step(run.state, batch)
+            step += 1
+            profiler.after(step, (run.state, metrics))
+            sums.add(metrics)
+            if on_step is not None:
+                on_step(step)
+            if every_steps and step % every_steps == 0 and step % run.steps_per_epoch:
+                sums.flush_into(loop, step, run.state.params)
+                run.save()
+            if progress.due() or step % config.train.check_finite_every == 0:
+                with run.timed("train_steps_s"):  # waits for the step
+                    sums.check(step, run.state.params)
+            if progress.due():
+                host_metrics = _scalars(jax.device_get(metrics))
+                rate = progress.rate(step)
+                progress.line(step, loop.epoch, float(host_metrics["loss"]), rate)
+                # Single steps under their own tags: train/ holds the epoch means (history.csv).
+                run.writer.scalars(step, {"train_step/" + k: v for k, v in host_metrics.items()}
+                                   | rate | _memory())
+    except BaseException:  # the run raised inside the profiled steps: keep what was traced
+        with contextlib.suppress(Exception):
+            profiler.stop()
+        raise
+    profiler.stop(run.state)  # training ended inside them (last epoch, early stop, signal)
     if stop.signum:
         sums.flush_into(loop, step, run.state.params)
         if run.ckpt.latest_step() != step:

@@ -34,6 +34,7 @@ SAFE_TO_CHANGE = (
     "train.epochs",
     "train.log_every_s",
     "train.report",
+    "train.profile_steps",
     "data.worker_count",
     "data.read_threads",
     "data.cache_dir",
