@@ -22,7 +22,7 @@ from jaxtrain.tasks.das.reader import list_recordings, open_recording
 from jaxtrain.tasks.das.schema import CLASS_NAMES, NOISE
 from jaxtrain.tasks.das.synthetic import generate
 from jaxtrain.tasks.das.task import build
-from jaxtrain.tasks.das.windows import DASWindowSource, build_window_index
+from jaxtrain.tasks.das.windows import DASWindowSource, build_window_index, window_device_data
 from tests.fire_test_config import ROOT, load_config
 
 CHANNELS, WINDOW = 8, 256
@@ -101,6 +101,7 @@ def test_unknown_model_is_rejected():
 def test_augmentation_runs_where_configured(where, cache_dir, tmp_path):
     config = tiny_das_config(cache_dir)
     config.augment.where = where
+    config.data.on_device = "never"  # resident data are always augmented in the step
     config.model.dropout = 0.0  # the key then only drives the augmentation
     task = build(config, str(tmp_path))
     assert (task.random_transform is None) == (where == "step")
@@ -158,6 +159,33 @@ def test_window_source_records_labels_and_pickling(tiny_dir, tmp_path):
             overlap = max(min(s + WINDOW / 250, ev["end_s"]) - max(s, ev["first_arrival_s"])
                           for ev in entry["events"])
             assert (lab != NOISE) == (overlap >= 1.0), (s, lab, overlap)
+
+
+@pytest.mark.parametrize("dtype", ["int16", "float32"])
+def test_windows_gathered_on_device_equal_the_host_records(dtype, tmp_path):
+    """Resident recordings (int16 counts exact, float files as float16 over each channel's
+    peak): the step's windows are the host source's, scaled and normalized."""
+    generate(tmp_path, num_files=3, duration_s=8, num_channels=CHANNELS, seed=1, dtype=dtype)
+    files = list_recordings(tmp_path)
+    index = build_window_index(files, "jaxtrain", WINDOW, 100)
+    with h5py.File(files[1], "r+") as f:  # a dead channel stays zeros, not NaN
+        f["strain_rate"][:, 3] = 0
+    splits = {"a": DASWindowSource(files, index[::2], window=WINDOW,
+                                   labels=np.arange(len(index[::2])) % 3),
+              "b": DASWindowSource(files, index[1::2], window=WINDOW)}
+    data = window_device_data(splits)
+    assert data.arrays["series"].dtype == (np.int16 if dtype == "int16" else np.float16)
+    assert data.nbytes < 2 * 3 * 8 * 250 * CHANNELS + 12 * len(index) + 200
+    gather = jax.jit(data.gather)
+    for name, src in splits.items():
+        idx = np.arange(len(src))
+        got = gather(data.arrays, data.splits[name][idx])
+        host = [src[i] for i in idx]
+        np.testing.assert_array_equal(got["label"], [r["label"] for r in host])
+        np.testing.assert_array_equal(got["file"], [r["file"] for r in host])
+        tol = 1e-4 if dtype == "int16" else 3e-3  # float32 sums; float16 storage
+        np.testing.assert_allclose(got["x"], np.stack([r["x"] for r in host]), atol=tol)
+        assert not np.asarray(got["x"])[np.asarray(got["file"]) == 1, 3].any()
 
 
 def test_file_decision_rule():
@@ -226,7 +254,8 @@ def test_tcn_learns_and_writes_report_and_png(tcn_run):
     splits = on_disk["data"]["splits"]
     assert not set(splits["train"]) & set(splits["test"])  # whole files per split
     assert {row["true"] for row in report["files"]} == set(CLASS_NAMES)  # each class tested
-    assert on_disk["setup"]["model"] == "tcn" and on_disk["setup"]["augment.where"] == "host"
+    assert on_disk["setup"]["model"] == "tcn" and on_disk["setup"]["augment.where"] == "step"
+    assert on_disk["setup"]["train_read"] == "device"  # auto: the tiny recordings fit
     assert on_disk["headline"][:2] == ["file_accuracy", "file_macro_f1"]
 
 

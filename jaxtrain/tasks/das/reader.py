@@ -148,6 +148,14 @@ class Recording:
         Reads only the requested rows (HDF5 touches the chunks they fall in). With
         `check_finite`, a NaN/inf in the window raises ValueError naming file, sample, channel.
         """
+        out = np.asarray(self.read_raw(start, stop, check_finite=check_finite), np.float32)
+        if self.scale != 1.0:
+            out *= np.float32(self.scale)
+        return out
+
+    def read_raw(self, start: int, stop: int, *, check_finite: bool = True) -> np.ndarray:
+        """`read` before scaling: (channels, time) in the stored dtype (int16 counts stay
+        int16, 2 bytes a sample, for device-resident data); physical value = raw * scale."""
         start, stop = int(start), int(stop)
         if not 0 <= start < stop <= self.num_samples:
             raise ValueError(f"{self.path}: window [{start}, {stop}) outside "
@@ -161,14 +169,12 @@ class Recording:
                              f"{start}:{stop} ({one_line(e)})") from None
         if self.layout.axis_order == "time_channel":
             raw = raw.T
-        out = np.ascontiguousarray(raw, dtype=np.float32)
-        if self.scale != 1.0:
-            out *= np.float32(self.scale)
-        if check_finite and self.dtype.kind == "f" and not np.isfinite(out).all():
-            c, s = np.argwhere(~np.isfinite(out))[0]
+        raw = np.ascontiguousarray(raw)
+        if check_finite and self.dtype.kind == "f" and not np.isfinite(raw).all():
+            c, s = np.argwhere(~np.isfinite(raw))[0]
             raise ValueError(f"{self.path}: {self.dataset} has a non-finite value at sample "
                              f"{start + s}, channel {c}")
-        return out
+        return raw
 
     def close(self) -> None:
         """Close the file handle (reopened by the next `read`)."""

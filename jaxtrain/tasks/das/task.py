@@ -27,6 +27,7 @@ import numpy as np
 from absl import logging
 
 from jaxtrain import losses
+from jaxtrain.data import device
 from jaxtrain.data.splits import split_groups
 from jaxtrain.data.synthetic import configured_or_generated, generated_once
 from jaxtrain.task import Task
@@ -37,7 +38,12 @@ from jaxtrain.tasks.das.labels import entry_label, labelled_files, load_labels, 
 from jaxtrain.tasks.das.model import build_model
 from jaxtrain.tasks.das.reader import Recording, open_recording
 from jaxtrain.tasks.das.schema import CLASS_NAMES, LABELS_FILE
-from jaxtrain.tasks.das.windows import DASWindowSource, build_window_index
+from jaxtrain.tasks.das.windows import (
+    DASWindowSource,
+    build_window_index,
+    device_bytes,
+    window_device_data,
+)
 from jaxtrain.train_step import runs_in_step
 
 HEADLINE = ("file_accuracy", "file_macro_f1", "accuracy", "macro_f1", "roc_auc_ovr")
@@ -125,11 +131,18 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
     logging.info("DAS data %s: %s; train window labels %s", directory, sizes,
                  dict(zip(CLASS_NAMES, counts.tolist(), strict=True)))
 
+    # Every recording in device memory when it fits (data.on_device): 2 bytes a sample, the
+    # host ships window positions, windows are cut and normalized in the step.
+    sources = {"train": train_src, "val": val_src, "test": test_src}
+    resident = device.on_device(
+        config, device_bytes(train_src, sum(len(s) for s in sources.values())))
+
     model = build_model(config)
     cw = jnp.asarray(class_weights, jnp.float32)
     # In the step on GPU/TPU (frees the input pipeline), on the host on CPU (XLA's Gaussian
-    # draws cost more there than numpy's).
-    in_step = aug.enabled and runs_in_step(aug.where, "augment.where")
+    # draws cost more there than numpy's); always in the step when the data are resident.
+    in_step = runs_in_step(aug.where, "augment.where") or resident
+    in_step = aug.enabled and in_step
     aug_args = dict(noise=aug.noise, scale=tuple(aug.scale), max_shift=aug.max_shift)
 
     def transform(r: dict) -> dict:  # "start" (int64) is for inference output, not the model
@@ -170,4 +183,5 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
               "train_window_label_counts": counts.tolist(), "class_names": list(CLASS_NAMES),
               "class_weights": np.asarray(class_weights).tolist()},
         choices={"model": config.model.name,
-                 "augment.where": ("step" if in_step else "host") if aug.enabled else "off"})
+                 "augment.where": ("step" if in_step else "host") if aug.enabled else "off"},
+        device_data=(lambda: window_device_data(sources)) if resident else None)

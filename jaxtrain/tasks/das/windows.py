@@ -1,4 +1,5 @@
-"""Sliding windows over DAS recordings: the window index, its cache, and the grain source."""
+"""Sliding windows over DAS recordings: the window index, its cache, the grain source, and
+the same windows as device-resident data."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 
+from jaxtrain.data.device import DeviceData, slices
 from jaxtrain.data.hdf5 import PerProcess
 from jaxtrain.files import atomic_path
 from jaxtrain.tasks.das.reader import DASLayout, Recording, open_recording, resolve_layout
@@ -74,6 +78,13 @@ def normalize_per_channel(x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     mean = x.mean(axis=-1, keepdims=True, dtype=np.float64)
     std = x.std(axis=-1, keepdims=True, dtype=np.float64)
     return ((x - mean) / np.where(std > eps, std, 1.0)).astype(np.float32)
+
+
+def normalize_windows(x: Any, eps: float = 1e-6) -> Any:
+    """`normalize_per_channel` in jnp, inside a jitted step (float32 sums: within ~1e-6)."""
+    mean = x.mean(axis=-1, keepdims=True)
+    std = x.std(axis=-1, keepdims=True)
+    return (x - mean) / jnp.where(std > eps, std, 1.0)
 
 
 # ----------------------------------------------------------------------------- grain source
@@ -152,3 +163,82 @@ class DASWindowSource:
         label = -1 if self.labels is None else int(self.labels[i])
         return {"x": x, "label": np.int32(label), "file": np.int32(file_id),
                 "start": np.int64(start)}
+
+
+# ----------------------------------------------------------------------------- device-resident
+def _stored_as_int16(dtype: np.dtype) -> bool:
+    return dtype.kind in "iu" and dtype.itemsize <= 2 and dtype != np.uint16
+
+
+def device_bytes(source: DASWindowSource, windows: int) -> int:
+    """What `window_device_data` uploads for `source`'s files and `windows` windows: 2 bytes
+    a sample (int16 counts or float16), a float32 scale per file and channel, 12 bytes a
+    window. From the files' metadata; nothing is read."""
+    recs = [open_recording(p, source.layout) for p in source.files]
+    return sum(2 * r.num_samples * r.num_channels + 4 * r.num_channels for r in recs) \
+        + 12 * windows
+
+
+def window_device_data(splits: Mapping[str, DASWindowSource]) -> DeviceData:
+    """The splits' windows as device data: every recording uploaded once, 2 bytes a sample,
+    windows cut, scaled and normalized in the step (`gather`), so the host ships positions.
+
+    Recordings stored as integers of up to 16 bits stay int16 counts (exact); float ones are
+    divided by each channel's peak and kept as float16 (~3 significant digits, 5e-4 relative,
+    far below DAS noise; per-window normalization removes the scale either way). The
+    per-(file, channel) scale (the layout's scale attribute, times that peak) is applied
+    before normalization, so dead-channel detection (`eps`) sees physical values as on the
+    host. The splits must be windows of the same files, layout and window length.
+    """
+    first = next(iter(splits.values()))
+    for name, src in splits.items():
+        if (src.files, src.layout, src.window, src.normalize) != (
+                first.files, first.layout, first.window, first.normalize):
+            raise ValueError(f"split {name!r} reads other files or windows than the others")
+    recs = [open_recording(p, first.layout) for p in first.files]
+    used = np.unique(np.concatenate([src.index[:, 0] for src in splits.values()]))
+    channels = {recs[i].num_channels for i in used}
+    if len(channels) > 1:
+        raise ValueError(f"recordings with {sorted(channels)} channels: one model input needs "
+                         "one channel count")
+    num_channels = channels.pop() if channels else 0
+    offsets = np.zeros(len(recs), np.int64)
+    total = 0
+    for i in used:
+        offsets[i], total = total, total + recs[i].num_samples
+    if total >= 2**31:
+        raise ValueError(f"{total} samples: too many for int32 window positions")
+    exact = all(_stored_as_int16(recs[i].dtype) for i in used)
+    series = np.zeros((num_channels, total), np.int16 if exact else np.float16)
+    scale = np.ones((len(recs), num_channels), np.float32)
+    for i in used:
+        with recs[i] as rec:
+            raw = rec.read_raw(0, rec.num_samples)
+            if exact:
+                series[:, offsets[i]:offsets[i] + rec.num_samples] = raw
+                scale[i] = rec.scale
+            else:
+                peak = np.abs(raw).max(axis=1).astype(np.float64)
+                peak = np.where(peak > 0, peak, 1.0)
+                series[:, offsets[i]:offsets[i] + rec.num_samples] = raw / peak[:, None]
+                scale[i] = peak * rec.scale
+    index = np.concatenate([src.index for src in splits.values()])
+    labels = np.concatenate([src.labels if src.labels is not None
+                             else np.full(len(src), -1, np.int32) for src in splits.values()])
+    counts = np.cumsum([0, *(len(src) for src in splits.values())])
+    positions = {name: np.arange(counts[i], counts[i + 1], dtype=np.int32)
+                 for i, name in enumerate(splits)}
+    arrays = {"series": series, "scale": scale,
+              "window_start": (offsets[index[:, 0]] + index[:, 1]).astype(np.int32),
+              "window_file": index[:, 0].astype(np.int32),
+              "window_label": labels.astype(np.int32)}
+    window, normalize = first.window, first.normalize
+
+    def gather(data: dict[str, Any], positions: Any) -> dict[str, Any]:
+        file = data["window_file"][positions]
+        x = slices(data["series"], data["window_start"][positions], window, axis=1)
+        x = x.astype(jnp.float32) * data["scale"][file][:, :, None]
+        return {"x": normalize_windows(x) if normalize else x,
+                "label": data["window_label"][positions], "file": file}
+
+    return DeviceData(arrays, positions, gather)
