@@ -9,11 +9,12 @@ from pathlib import Path
 
 import grain
 import h5py
+import jax
 import numpy as np
 import pytest
 
 from jaxtrain.tasks.debris import layout, marida, reader, synthetic
-from jaxtrain.tasks.debris.augment import augment_record
+from jaxtrain.tasks.debris.augment import augment_batch, augment_record
 
 N, SIZE = 24, 128
 
@@ -367,6 +368,44 @@ def test_augment_record_crops(data_file: Path) -> None:
     np.testing.assert_array_equal(out["mask"] == layout.IGNORE, out["confidence"] == 0)
     with pytest.raises(ValueError, match="crop size"):
         augment_record(rec, rng, crop_size=SIZE + 1)
+
+
+def _crop_offsets(patch: np.ndarray, crop: np.ndarray) -> list[tuple[int, int]]:
+    """Where `crop`, undone by one of the 8 dihedral moves, sits in `patch` (all matches)."""
+    s = crop.shape[0]
+    undo = [np.rot90(c, -k, axes=(0, 1)) for c in (crop, crop[:, ::-1]) for k in range(4)]
+    return [(y, x) for y in range(patch.shape[0] - s + 1) for x in range(patch.shape[1] - s + 1)
+            for u in undo if np.array_equal(patch[y:y + s, x:x + s], u)]
+
+
+def test_augment_batch_crops_and_moves_as_the_host_does() -> None:
+    """In the train step: every output is a crop of its own patch under a dihedral move, with
+    its mask moved alike; all 8 moves occur; focus_prob=1 always keeps the debris pixel."""
+    h = w = 12
+    rng = np.random.default_rng(0)
+    image = rng.standard_normal((3, h, w, 2)).astype(np.float32)
+    mask = np.zeros((3, h, w), np.int32)
+    mask[0, 9, 2] = 1  # one debris pixel; patch 1 has none (uniform crop), patch 2 unlabeled
+    mask[2, :3] = -1
+    run = jax.jit(lambda b, k: augment_batch(b, k, crop_size=6, focus_prob=1.0))
+    seen = set()
+    for seed in range(24):
+        out = run({"image": image, "mask": mask}, jax.random.key(seed))
+        im, m = np.asarray(out["image"]), np.asarray(out["mask"])
+        assert im.shape == (3, 6, 6, 2) and m.shape == (3, 6, 6)
+        assert (m[0] == 1).sum() == 1 and (m[1] == 0).all()
+        for i in range(3):
+            both = np.concatenate([image[i], mask[i][..., None].astype(np.float32)], -1)
+            moved = np.concatenate([im[i], m[i][..., None].astype(np.float32)], -1)
+            assert _crop_offsets(both, moved), (seed, i)
+        seen.add(im[1].tobytes())
+    assert len(seen) > 12  # patch 1's uniform crops and moves vary
+    whole = jax.jit(lambda b, k: augment_batch(b, k))  # no crop: the 8 moves of a patch
+    moves = {np.asarray(whole({"image": image[:1], "mask": mask[:1]}, jax.random.key(s))
+                        ["image"]).tobytes() for s in range(64)}
+    assert len(moves) == 8
+    with pytest.raises(ValueError, match="crop size"):
+        augment_batch({"image": image, "mask": mask}, jax.random.key(0), crop_size=13)
 
 
 # ----------------------------------------------------------------------------- MARIDA

@@ -189,7 +189,30 @@ def test_tiny_run_learns(tiny_run):
     with open(os.path.join(workdir, "results.json")) as f:
         on_disk = json.load(f)
     assert 0 < on_disk["test_report"]["threshold"]["chosen"] < 1
+    # auto: the tiny file fits, so it trained device-resident with crops drawn in the step.
+    assert on_disk["setup"]["train_read"] == "device"
+    assert on_disk["setup"]["augment.where"] == "step"
     assert on_disk["setup"]["parameters"] == param_count(base_width=8)
+
+
+def test_patches_gathered_on_device_equal_the_host_records(cache_dir, tmp_path):
+    """The device copy (float16 standardized bands, int8 masks) gives each split's records
+    as the host source and transform do; the train split repeats each patch per crop."""
+    config = tiny_debris_config(cache_dir)
+    task = build(config, str(tmp_path))
+    data = task.device_data()
+    gather = jax.jit(data.gather)
+    for split, source in (("train", task.train_source), ("test", task.test_source)):
+        idx = np.array([0, 1, len(source) - 1])
+        host = [task.transform(source[int(i)]) for i in idx]
+        got = gather(data.arrays, data.splits[split][idx])
+        assert set(got) == {"image", "mask"}
+        np.testing.assert_array_equal(np.asarray(got["mask"]), [r["mask"] for r in host])
+        np.testing.assert_allclose(np.asarray(got["image"]), [r["image"] for r in host],
+                                   rtol=1e-3, atol=1e-3)
+    rows = data.splits["train"]
+    assert len(rows) == len(task.train_source)
+    np.testing.assert_array_equal(rows, np.tile(rows[:len(rows) // 8], 8))  # crops_per_patch
 
 
 def _trained_variables(config, workdir: str) -> dict:

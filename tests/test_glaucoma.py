@@ -287,11 +287,34 @@ def tiny_config(cache_dir: str, path: str = ""):
     return c
 
 
+def test_images_gathered_on_device_equal_the_host_records(airogs_tree, cache_dir, tmp_path):
+    """The device copy holds only the usable rows (the corrupt image left out), uint8 as
+    cached, and gives every split's records as its host ImageSource does."""
+    from jaxtrain.tasks.glaucoma.task import build
+
+    task = build(tiny_config(cache_dir, airogs_tree), str(tmp_path))
+    data = task.device_data()
+    assert data.arrays["image"].dtype == np.uint8
+    assert len(data.arrays["index"]) == sum(
+        len(s) for s in (task.train_source, task.val_source, task.test_source))
+    gather = jax.jit(data.gather)
+    for split, source in (("train", task.train_source), ("test", task.test_source)):
+        idx = np.arange(len(source))[::-1]
+        host = source.read_batch(idx)
+        got = gather(data.arrays, data.splits[split][idx])
+        assert set(got) == set(host)
+        for k in host:
+            np.testing.assert_array_equal(np.asarray(got[k]), host[k], k)
+
+
 def test_airogs_tree_trains_end_to_end_and_predicts(airogs_tree, cache_dir, tmp_path,
                                                      quick_compiles):
     workdir = str(tmp_path / "run")
     results = main.run(tiny_config(cache_dir, airogs_tree), workdir)
     assert results["data"]["counts"]["U_dropped"] == 3
+    # auto: the tiny cache fits, so the step gathered and augmented uint8 images.
+    assert results["setup"]["train_read"] == "device"
+    assert results["setup"]["augment.where"] == "step"
     assert results["data"]["splits"]["test"]["RG"] >= 1
     for key in ("auc", "pauc", "sens_at_95_spec", "tuned_threshold"):
         assert np.isfinite(results["test"][key])

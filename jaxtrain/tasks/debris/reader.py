@@ -2,8 +2,9 @@
 
 `read_debris_file` checks a file and describes it (`DebrisInfo`); `DebrisSource` serves its
 patches to grain; `band_stats` and `pixel_counts` summarise the training patches (for input
-normalisation and class weights). `DebrisSource` returns masks as int32 with unlabeled pixels
-set to `IGNORE` (-1), MARIDA's training convention.
+normalisation and class weights); `patch_device_data` keeps the file in device memory.
+`DebrisSource` returns masks as int32 with unlabeled pixels set to `IGNORE` (-1), MARIDA's
+training convention.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ import dataclasses
 import functools
 import os
 from collections.abc import Iterable
+from typing import Any
 
 import h5py
+import jax.numpy as jnp
 import numpy as np
 
+from jaxtrain.data.device import DeviceData, take
 from jaxtrain.data.hdf5 import (
     PerProcess,
     check_format,
@@ -220,3 +224,38 @@ def pixel_counts(path: str | os.PathLike[str], indices: Iterable[int]) -> np.nda
             m = f["masks"][int(i)]
             counts += [np.count_nonzero(m == NOT_DEBRIS), np.count_nonzero(m == DEBRIS)]
     return counts
+
+
+def device_bytes(info: DebrisInfo) -> int:
+    """What `patch_device_data` uploads for `info`'s file: float16 bands and an int8 mask
+    per pixel. From the file's metadata; nothing is read."""
+    return info.num_patches * info.height * info.width * (2 * info.num_bands + 1)
+
+
+def patch_device_data(path: str | os.PathLike[str], splits: dict[str, Iterable[int]],
+                      mean: np.ndarray, std: np.ndarray, *, chunk: int = 64) -> DeviceData:
+    """Every patch of the file as device data: images standardized with (`mean`, `std`) and
+    stored float16 (~3 significant digits of a unit-variance band, below the sensor's
+    noise), masks int8 (IGNORE for unlabeled), read `chunk` patches at a time so the host
+    never holds the file as float32. `splits` maps a split to its records' file rows in the
+    host source's order (a row may repeat, e.g. several crops of a patch an epoch); the
+    gather gives a split's records as `DebrisSource` and the task's transform give them
+    (image and mask: no step reads the confidence)."""
+    with open_hdf5(path, "debris data") as f:
+        n, h, w, c = f["images"].shape
+        image = np.empty((n, h, w, c), np.float16)
+        mask = np.empty((n, h, w), np.int8)
+        for lo in range(0, n, chunk):
+            hi = min(lo + chunk, n)
+            image[lo:hi] = (f["images"][lo:hi] - mean) / std
+            m = f["masks"][lo:hi]
+            mask[lo:hi] = np.where(m == UNLABELED, IGNORE, m)
+    arrays = {"image": image, "mask": mask}
+
+    def gather(data: dict[str, Any], positions: Any) -> dict[str, Any]:
+        rows = take(data, positions)
+        return {"image": rows["image"].astype(jnp.float32),
+                "mask": rows["mask"].astype(jnp.int32)}
+
+    return DeviceData(arrays, {s: np.asarray(list(r), np.int32) for s, r in splits.items()},
+                      gather)

@@ -5,7 +5,9 @@ marida.py), or, when empty, synthetic patches generated once into `config.data.c
 and reused (synthetic.py). Model: the SE-U-Net (models/se_unet.py). Loss: 0.4 Dice + 0.4
 focal + 0.2 class-weighted cross-entropy over the labelled pixels (loss.py). Training reads
 random crops (the net is fully convolutional, augment.py); evaluation runs on whole patches
-and scores per-patch probability histograms (evaluation.py).
+and scores per-patch probability histograms (evaluation.py). When the file fits device memory
+(`data.on_device`), it is uploaded once as float16, and crops and dihedral moves are drawn in
+the train step.
 """
 
 from __future__ import annotations
@@ -21,13 +23,21 @@ import numpy as np
 from absl import logging
 
 from jaxtrain import files, losses, metrics
+from jaxtrain.data import device
 from jaxtrain.data.synthetic import configured_or_generated, generated_once
 from jaxtrain.models.se_unet import SEUNet, init_variables
 from jaxtrain.task import Task
 from jaxtrain.tasks.debris import evaluation, synthetic
-from jaxtrain.tasks.debris.augment import augment_record
+from jaxtrain.tasks.debris.augment import augment_batch, augment_record
 from jaxtrain.tasks.debris.loss import debris_loss
-from jaxtrain.tasks.debris.reader import DebrisSource, band_stats, pixel_counts, read_debris_file
+from jaxtrain.tasks.debris.reader import (
+    DebrisSource,
+    band_stats,
+    device_bytes,
+    patch_device_data,
+    pixel_counts,
+    read_debris_file,
+)
 from jaxtrain.train_step import compute_dtype
 
 HEADLINE = ("debris_f1", "debris_iou", "tuned_threshold", "tuned_f1", "tuned_iou", "max_prob")
@@ -85,9 +95,15 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
         files.write_json_atomic(os.path.join(workdir, "normalization.json"),
                                 {"bands": list(info.bands), "mean": mean, "std": std})
     crop = d.crop_size if 0 < d.crop_size < min(info.height, info.width) else None
-    train_src = RepeatedSource(DebrisSource(path, idx["train"]),
-                               d.crops_per_patch if crop else 1)
+    times = d.crops_per_patch if crop else 1
+    train_src = RepeatedSource(DebrisSource(path, idx["train"]), times)
+    resident = device.on_device(config, device_bytes(info))
+    crop_args = dict(crop_size=crop, focus_prob=d.focus_prob)
     val_src, test_src = (DebrisSource(path, idx[s]) for s in ("val", "test"))
+
+    def device_data() -> device.DeviceData:  # train rows repeated as RepeatedSource does
+        rows = {"train": np.tile(idx["train"], times), "val": idx["val"], "test": idx["test"]}
+        return patch_device_data(path, rows, mean, std)
 
     model = make_model(config)
     bins = config.eval.threshold_bins
@@ -108,6 +124,9 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
                                                        "std": jnp.asarray(std)}}
 
     def loss_fn(params, model_state, batch, rng):
+        if resident:  # whole patches gathered on the device: crop and move them here
+            aug_rng, rng = jax.random.split(rng)
+            batch = augment_batch(batch, aug_rng, **crop_args)
         logits, updates = model.apply(
             {"params": params, "batch_stats": model_state["batch_stats"]}, batch["image"],
             train=True, rngs={"dropout": rng}, mutable=["batch_stats"])
@@ -138,9 +157,11 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
     return Task(train_source=train_src, val_source=val_src, test_source=test_src,
                 init_fn=init_fn, loss_fn=loss_fn, predict_fn=predict_fn,
                 evaluators=[evaluation.score], headline=HEADLINE, transform=transform,
-                random_transform=functools.partial(augment_record, crop_size=crop,
-                                                   focus_prob=d.focus_prob),
+                random_transform=None if resident else functools.partial(augment_record,
+                                                                         **crop_args),
                 data={"path": path, "source": info.source, "patches": sizes,
                       "patch_size": [info.height, info.width], "train_crop": crop,
                       "train_pixel_counts": counts.tolist(),
-                      "class_weights": class_weights.tolist()})
+                      "class_weights": class_weights.tolist()},
+                choices={"augment.where": "step" if resident else "host"},
+                device_data=device_data if resident else None)

@@ -13,7 +13,8 @@ network trained from scratch to read the cup-to-disc ratio.
 progress line; it fills ``<file>.partial`` and renames it when done, so an interrupted build
 resumes where it stopped and a finished one is reused (its name is a hash of the file list,
 their sizes and times, and the decoding settings). Unreadable files are recorded in
-``/errors`` (one message per row, "" when fine). `ImageSource` serves rows to grain.
+``/errors`` (one message per row, "" when fine). `ImageSource` serves rows to grain;
+`image_device_data` keeps them in device memory.
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ import json
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import h5py
 import numpy as np
 from absl import logging
 from PIL import Image, ImageCms, ImageFilter
 
+from jaxtrain.data.device import DeviceData, take
 from jaxtrain.data.hdf5 import PerProcess
 
 FORMAT = "jaxtrain-fundus-cache-v1"
@@ -242,3 +244,30 @@ class ImageSource:
         indices = np.asarray(indices, np.int64)
         return {"image": self._images(indices), "label": self.labels[indices],
                 "index": self.rows[indices].astype(np.int32)}
+
+
+def device_bytes(path: str, rows: Sequence[int]) -> int:
+    """What `image_device_data` uploads for cache rows `rows`: the uint8 pixels and two
+    int32 per image. From the cache's metadata; no pixel is read."""
+    with h5py.File(path, "r") as f:
+        row_bytes = int(np.prod(f["images"].shape[1:]))
+    return len(np.unique(np.asarray(rows, np.int64))) * (row_bytes + 8)
+
+
+def image_device_data(path: str, splits: Mapping[str, np.ndarray], labels: np.ndarray,
+                      *, chunk: int = 16 * BLOCK) -> DeviceData:
+    """The splits' images as device data, uint8 as cached (the model converts, the train
+    step augments): `splits` maps a split to its cache rows in `ImageSource` order, `labels`
+    holds every cache row's label. Read `chunk` rows at a time; only the splits' rows kept."""
+    used = np.unique(np.concatenate([np.asarray(r, np.int64) for r in splits.values()]))
+    with h5py.File(path, "r") as f:
+        cached = f["images"]
+        images = np.empty((len(used), *cached.shape[1:]), np.uint8)
+        for lo in range(0, len(used), chunk):
+            block = used[lo:lo + chunk]
+            images[lo:lo + len(block)] = cached[block[0]:block[-1] + 1][block - block[0]]
+    arrays = {"image": images, "label": np.asarray(labels, np.int32)[used],
+              "index": used.astype(np.int32)}
+    positions = {s: np.searchsorted(used, np.asarray(r, np.int64)).astype(np.int32)
+                 for s, r in splits.items()}
+    return DeviceData(arrays, positions, take)

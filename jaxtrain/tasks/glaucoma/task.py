@@ -9,7 +9,8 @@ first head layer. Training from scratch trains every layer; over Keras ImageNet 
 (`model.weights`) it goes in two phases (`config.finetune`): the head alone over a frozen
 backbone (BatchNorm in inference mode, no backward pass through it), then from
 `finetune.unfreeze_epoch` also Keras's last 50 layers at `finetune.learning_rate`.
-Evaluation: 5-view test-time augmentation, AUC, AIROGS pAUC and sensitivity at 95%
+The cached images train device-resident when they fit (`data.on_device`: uint8, augmented in
+the step). Evaluation: 5-view test-time augmentation, AUC, AIROGS pAUC and sensitivity at 95%
 specificity, and the validation-chosen 95%-specificity threshold (evaluation.py).
 """
 
@@ -26,6 +27,7 @@ import numpy as np
 from absl import logging
 
 from jaxtrain import losses
+from jaxtrain.data import device
 from jaxtrain.data.splits import split_groups
 from jaxtrain.data.synthetic import configured_or_generated, generated_once
 from jaxtrain.phases import Phase, count_trainable
@@ -163,9 +165,13 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
     sizes = {s: {"images": len(r), "RG": int(labels[r].sum())} for s, r in split.items()}
     logging.info("glaucoma data %s: %s; per split %s", root, ds.counts(), sizes)
 
+    # The cached uint8 images in device memory when they fit (data.on_device); then the
+    # train step augments (the host ships positions only).
+    resident = device.on_device(config, images.device_bytes(cache, np.concatenate(
+        list(split.values()))))
     model = make_model(config)
     size = d.image_size
-    in_step = aug.enabled and runs_in_step(aug.where, "augment.where")
+    in_step = aug.enabled and (runs_in_step(aug.where, "augment.where") or resident)
     aug_args = dict(rotation=aug.rotation, shift=aug.shift, zoom=aug.zoom,
                     brightness=tuple(aug.brightness))
 
@@ -227,7 +233,9 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
               "disc_crop": d.disc_crop,
               "counts": ds.counts(), "splits": sizes, "class_names": list(CLASSES),
               "train_label_counts": np.bincount(labels[split["train"]], minlength=2).tolist()},
-        choices=choices)
+        choices=choices,
+        device_data=(lambda: images.image_device_data(cache, split, labels)) if resident
+        else None)
 
 
 def _augment_record(r: dict, rng: np.random.Generator, aug_args: dict) -> dict:
