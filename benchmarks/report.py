@@ -54,7 +54,10 @@ def input_row(r: dict) -> str:
 
 
 def table(lines: list[dict]) -> str:
-    """The train-step table, then (if any) the input-only table."""
+    """The train-step table, then (if any) the input-only table. Lines of other benchmarks
+    (e.g. violence_encoder's, which name a "benchmark" instead of a "system") are left to
+    their own RESULTS.md sections."""
+    lines = [r for r in lines if "system" in r]
     out = []
     for cols, fmt, rows in ((COLUMNS, row, [r for r in lines if not r.get("input_only")]),
                             (INPUT_COLUMNS, input_row, [r for r in lines if r.get("input_only")])):

@@ -63,3 +63,16 @@ def test_reference_batches_are_model_inputs_when_jaxtrain_normalizes_in_its_step
     assert run.reference_batches(config, None)[0]["x"].shape[-1] == model_channels
     config.data.update(normalize_in="host", on_device="never")
     assert run.reference_batches(config, raw) is raw
+
+
+def test_results_table_reads_the_committed_results():
+    """RESULTS.md's table is made from benchmarks/results.jsonl, which also holds other
+    benchmarks' lines (violence_encoder): every train-step line becomes a row."""
+    from benchmarks import report
+
+    with open(f"{ROOT}/benchmarks/results.jsonl") as f:
+        lines = [json.loads(x) for x in f if x.strip()]
+    rows = [r for r in lines if "system" in r]
+    assert len(rows) < len(lines)  # the encoder line is there and must not break the table
+    text = report.table(lines)
+    assert text.count("\n| ") >= len(rows)
