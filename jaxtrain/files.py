@@ -1,4 +1,5 @@
-"""Files that are either whole or absent: a crash never leaves a half-written one behind."""
+"""Files that are either whole or absent: a crash never leaves a half-written one behind, and
+two runs sharing a cache never write the same file at once."""
 
 from __future__ import annotations
 
@@ -34,6 +35,31 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[str]:
         elif os.path.lexists(tmp):
             os.remove(tmp)
         raise
+
+
+@contextlib.contextmanager
+def made_by_one(path: str | os.PathLike[str], what: str) -> Iterator[None]:
+    """Holds an exclusive lock on `path`.lock while the caller makes `path` (a cache file or
+    folder): runs sharing a cache (seeds started side by side) queue behind the one making it
+    instead of writing the same files at once. Callers check inside the lock whether `path`
+    is already complete. An advisory `flock`: the kernel drops it when its process dies, so
+    a killed run never leaves the cache locked."""
+    import fcntl
+
+    from absl import logging
+
+    lock = f"{os.path.abspath(os.fspath(path)).rstrip(os.sep)}.lock"
+    os.makedirs(os.path.dirname(lock), exist_ok=True)
+    with open(lock, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logging.info("waiting for another process making %s: %s", what, os.fspath(path))
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:

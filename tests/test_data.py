@@ -193,6 +193,26 @@ def test_generated_once_reuses_until_the_generator_or_its_parameters_change(tmp_
     second = generated({"n": 1})
     assert second != first and len(calls) == 3 and os.path.exists(second)
     assert synthetic.configured_or_generated("", "data", lambda: second) == second
+    # Runs started side by side on a fresh cache: one makes the data, the others wait for it.
+    import threading
+    import time
+
+    def slow_make(path):
+        calls.append(path)
+        time.sleep(0.5)  # the other thread arrives while this one is still writing
+        with open(path, "w") as f:
+            f.write("data")
+
+    def side_by_side():
+        synthetic.generated_once("set-{version}.h5", cache_dir=str(tmp_path / "cache"),
+                                 generator=load(), params={"n": 3}, make=slow_make)
+
+    threads = [threading.Thread(target=side_by_side) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 4
     with pytest.raises(FileNotFoundError, match=r"nope\.h5"):
         synthetic.configured_or_generated(str(tmp_path / "nope.h5"), "data file", lambda: second)
 

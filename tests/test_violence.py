@@ -4,6 +4,8 @@ training to predict."""
 
 import csv
 import os
+import subprocess
+import sys
 
 import h5py
 import jax
@@ -150,6 +152,17 @@ def test_extract_counts_bad_videos_resumes_and_invalidates(rwf_tree, tmp_path, m
     # A rerun finds every clip done and never builds an encoder.
     monkeypatch.setattr(features.encoder_lib, "make_encoder", lambda *_: pytest.fail("re-ran"))
     assert features.extract(c, rwf_tree) == path
+    # ... also while another run reads it (HDF5 refuses a writer then: the cache is neither
+    # deleted nor extracted again, as it was when two seeds started side by side).
+    reader = subprocess.Popen([sys.executable, "-c", "import h5py, sys, time; "
+                               "f = h5py.File(sys.argv[1], 'r'); print('open', flush=True); "
+                               "time.sleep(60)", path], stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline().strip() == "open"
+        assert features.extract(c, rwf_tree) == path
+    finally:
+        reader.kill()
+        reader.wait()
     monkeypatch.undo()
     # An interrupted extraction resumes: only the clips not marked done are encoded.
     with h5py.File(path, "a") as f:

@@ -14,6 +14,8 @@ import jax
 from absl import logging
 from jax.experimental import multihost_utils
 
+from jaxtrain import files
+
 
 def generator_version(generator: ModuleType, params: dict[str, Any]) -> str:
     """Hash of the generator module's own source and the parameters it is called with.
@@ -42,9 +44,12 @@ def generated_once(name: str, *, cache_dir: str, generator: ModuleType,
     marker = os.path.join(path, done) if done else path
 
     def generate() -> None:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        logging.info("generating synthetic data: %s", path)
-        make(path)
+        with files.made_by_one(path, "synthetic data"):
+            if os.path.exists(marker):  # made by another run while this one waited
+                return
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            logging.info("generating synthetic data: %s", path)
+            make(path)
 
     if not os.path.exists(marker) and jax.process_index() == 0:
         generate()

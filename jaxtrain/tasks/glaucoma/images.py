@@ -32,6 +32,7 @@ import numpy as np
 from absl import logging
 from PIL import Image, ImageCms, ImageFilter
 
+from jaxtrain import files
 from jaxtrain.data.device import DeviceData, take
 from jaxtrain.data.hdf5 import PerProcess
 
@@ -150,9 +151,16 @@ def cache_key(paths: Sequence[str], size: int, clahe: float, disc_crop: float = 
 
 def build_cache(path: str, paths: Sequence[str], size: int, clahe: float = 0.0,
                 log_every_s: float = 5.0, disc_crop: float = 0.0) -> str:
-    """Decodes `paths` into the cache file `path` (resuming `path`.partial); returns `path`."""
-    if os.path.exists(path):
-        return path
+    """Decodes `paths` into the cache file `path` (resuming `path`.partial); returns `path`.
+    Runs sharing the cache wait for the one building it."""
+    with files.made_by_one(path, "the image cache"):
+        if not os.path.exists(path):
+            _decode_into(path, paths, size, clahe, log_every_s, disc_crop)
+    return path
+
+
+def _decode_into(path: str, paths: Sequence[str], size: int, clahe: float,
+                 log_every_s: float, disc_crop: float) -> None:
     partial = path + ".partial"
     n = len(paths)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -188,7 +196,6 @@ def build_cache(path: str, paths: Sequence[str], size: int, clahe: float = 0.0,
                              (n - b) / max(rate, 1e-9))
                 last = now
     os.replace(partial, path)
-    return path
 
 
 def read_errors(path: str) -> list[str]:

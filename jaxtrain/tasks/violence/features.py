@@ -34,6 +34,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from jaxtrain import files
 from jaxtrain.data.hdf5 import str_list
 from jaxtrain.tasks.violence import encoder as encoder_lib
 from jaxtrain.tasks.violence.clips import Clip, list_clips
@@ -92,7 +93,10 @@ def _open_cache(path: str, clips: Sequence[Clip], ident: str, dim: int, num_fram
         try:
             f = h5py.File(path, "a")
         except OSError as e:
-            f, reason = None, f"unreadable ({e})"
+            if "unable to lock file" in str(e):  # open elsewhere: never delete a cache in use
+                raise OSError(f"{path}: the feature cache is open in another process "
+                              "(set data.feature_cache to extract elsewhere)") from None
+            f, reason = None, f"unreadable ({' '.join(str(e).split())})"
         if f is not None:
             if f.attrs.get("format") != FORMAT:
                 reason = "not a feature cache"
@@ -169,18 +173,38 @@ class _Progress:
 def extract(config: ml_collections.ConfigDict, root: str) -> str:
     """Extracts the features of every clip under `root` not yet in the cache; returns the
     cache's path. Bad videos are recorded (name and reason) and counted, never fatal."""
-    d, e = config.data, config.encoder
     root = os.path.abspath(os.path.expanduser(root))
-    clips = list_clips(root, d.layout)
+    clips = list_clips(root, config.data.layout)
     ident = encoder_lib.identity_json(encoder_lib.identity(config))
     path = cache_path(config, root)
+    with files.made_by_one(path, "the feature cache"):
+        if not _is_complete(path, [c.name for c in clips], ident):
+            _extract_missing(config, root, clips, ident, path)
+    return path
+
+
+def _is_complete(path: str, names: list[str], ident: str) -> bool:
+    """Whether `path` is a finished cache of these clips by this encoder. Opened read-only,
+    so runs already reading it (HDF5 locks a file opened for writing) are not disturbed."""
+    try:
+        with h5py.File(path, "r") as f:
+            return bool(f.attrs.get("format") == FORMAT and f.attrs.get("encoder") == ident
+                        and "names" in f and str_list(f["names"][...]) == names
+                        and f["done"][...].all())
+    except (OSError, KeyError):
+        return False
+
+
+def _extract_missing(config: ml_collections.ConfigDict, root: str, clips: Sequence[Clip],
+                     ident: str, path: str) -> None:
+    d, e = config.data, config.encoder
     dim = encoder_lib.feature_dim(config)
     with _open_cache(path, clips, ident, dim, d.num_frames, root) as f:
         done = f["done"][...]
         todo = np.flatnonzero(~done)
         bad = int(sum(1 for s in str_list(f["errors"][...]) if s))
         if not len(todo):
-            return path
+            return
         logging.info("extracting %d of %d clips (%s) into %s", len(todo), len(clips), ident,
                      path)
         encode = encoder_lib.make_encoder(config)
@@ -214,7 +238,6 @@ def extract(config: ml_collections.ConfigDict, root: str) -> str:
             if len(batch) >= e.batch_clips:
                 flush()
         flush()
-    return path
 
 
 def load(path: str) -> Features:
