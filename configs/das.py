@@ -51,6 +51,13 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.data.min_event_overlap_s = 1.0  # a window is an event window from this much overlap on
     c.data.event_threshold = 0.5  # file = event when some window's 1 - p_noise reaches this
     c.data.max_open_files = 128  # h5py handles kept open per reading process (4 MiB cache each)
+    # Recordings that do not fit on the device (data.on_device): auto | blocks | windows.
+    # blocks (auto's pick unless augment.where=host): one h5py read per block of samples, an
+    # epoch order local to groups of blocks; windows: one h5py read per window (slow).
+    c.data.stream = "auto"
+    c.data.stream_block_samples = 32768  # per block, rounded up to the files' chunk length
+    c.data.stream_shuffle_blocks = 16  # blocks whose windows are shuffled together
+    c.data.stream_memory_mb = 512  # RAM for cached blocks per reading process (>= 2 groups)
 
     c.augment = ConfigDict(dict(enabled=True, noise=0.05, scale=(0.9, 1.1), max_shift=50,
                                 where="auto"))  # auto | step | host: auto = step on GPU

@@ -102,6 +102,7 @@ def test_augmentation_runs_where_configured(where, cache_dir, tmp_path):
     config = tiny_das_config(cache_dir)
     config.augment.where = where
     config.data.on_device = "never"  # resident data are always augmented in the step
+    config.data.stream = "windows"  # so are streamed blocks (tests/test_das_stream.py)
     config.model.dropout = 0.0  # the key then only drives the augmentation
     task = build(config, str(tmp_path))
     assert (task.random_transform is None) == (where == "step")

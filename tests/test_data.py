@@ -10,6 +10,7 @@ import pytest
 
 from jaxtrain import files, sharding
 from jaxtrain.data import splits, synthetic
+from jaxtrain.data.block_order import BlockOrder, block_lengths, window_blocks
 from jaxtrain.data.hdf5 import HDF5WindowSource, PerProcess
 from jaxtrain.data.pipeline import BatchFeeder, eval_dataset, read_mode, train_dataset
 from jaxtrain.data.splits import split_groups, split_windows
@@ -29,6 +30,22 @@ def h5(tmp_path_factory):
 def _source(path, windows, length=10, **kwargs):
     return HDF5WindowSource([(path, "s0"), (path, "s1")], windows, length,
                             window_fields={"x": "x"}, point_fields={"y": "y"}, **kwargs)
+
+
+class _BlockOrdered(HDF5WindowSource):
+    """The same windows in the streaming order (`block_order`): blocks of 32 rows, groups of
+    2 blocks, through the source's `epoch_permutation`."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        blocks, _ = window_blocks(self.windows, block_lengths(32, [16, 16]))
+        self.epoch_permutation = BlockOrder(blocks, 2)
+
+
+def _ordered_source(path, windows, order):
+    return (_BlockOrdered if order == "blocks" else HDF5WindowSource)(
+        [(path, "s0"), (path, "s1")], windows, 10, window_fields={"x": "x"},
+        point_fields={"y": "y"})
 
 
 def test_window_content_and_pickling(h5):
@@ -115,9 +132,10 @@ def test_split_has_no_overlapping_windows_and_is_stratified():
         assert any(keys[s][e - length + 1:e + 1].max() == 2 for s, e in w), name
 
 
-def test_process_slices_rebuild_the_global_batch(h5):
+@pytest.mark.parametrize("order", ["uniform", "blocks"])
+def test_process_slices_rebuild_the_global_batch(h5, order):
     windows = np.stack([np.zeros(200, int), np.arange(9, 209)], 1)
-    src = _source(h5, windows)
+    src = _ordered_source(h5, windows, order)
     mesh = sharding.make_mesh()
     kw = dict(global_batch_size=16, mesh=mesh, seed=7, num_epochs=2)
     whole = list(train_dataset(src, **kw, process=(0, 1)))
@@ -130,15 +148,19 @@ def test_process_slices_rebuild_the_global_batch(h5):
     assert len(set(first_epoch)) == 200  # each record exactly once per epoch
     assert set(first_epoch) == set(second_epoch)
     assert not np.array_equal(first_epoch, second_epoch)  # reshuffled
+    if order == "blocks":  # the source's order, not a uniform one
+        for epoch, seen in enumerate((first_epoch, second_epoch)):
+            np.testing.assert_array_equal(seen, windows[src.epoch_permutation(7, epoch), 1] * 3)
 
 
-def test_feeder_state_resumes_at_the_next_unconsumed_batch(h5):
+@pytest.mark.parametrize("order", ["uniform", "blocks"])
+def test_feeder_state_resumes_at_the_next_unconsumed_batch(h5, order):
     windows = np.stack([np.ones(120, int), np.arange(9, 129)], 1)
     mesh = sharding.make_mesh()
 
     def make():
-        it = iter(train_dataset(_source(h5, windows), global_batch_size=8, mesh=mesh, seed=1,
-                                num_epochs=1))
+        it = iter(train_dataset(_ordered_source(h5, windows, order), global_batch_size=8,
+                                mesh=mesh, seed=1, num_epochs=1))
         return BatchFeeder(it, mesh, ahead=3)
 
     feeder = make()

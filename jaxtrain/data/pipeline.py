@@ -51,16 +51,22 @@ class _ShuffledBatchIndices:
     Why not grain's shuffle + batch: they cost ~40 us per record in Python (23k records/s per
     process, measured), too slow for small records; here a whole batch is one slice. The
     stream runs across epochs like grain's repeat: position p is record perm_{p // n}[p % n].
+    `permutation(seed, epoch)`, when given, replaces the uniform permutation (e.g. a block
+    order for streaming reads, `block_order.BlockOrder`); it must be a pure function of
+    (seed, epoch), so resume and per-process slices stay exact.
     """
 
-    def __init__(self, n: int, local: int, index: int, count: int, seed: int):
+    def __init__(self, n: int, local: int, index: int, count: int, seed: int,
+                 permutation: Callable[[int, int], np.ndarray] | None = None):
         self.n, self.local, self.index, self.count, self.seed = n, local, index, count, seed
+        self.permutation = permutation
         self._perms: dict[int, np.ndarray] = {}
 
     def _perm(self, epoch: int) -> np.ndarray:
         perm = self._perms.get(epoch)
         if perm is None:
-            perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+            perm = (np.random.default_rng([self.seed, epoch]).permutation(self.n)
+                    if self.permutation is None else self.permutation(self.seed, epoch))
             self._perms = {e: p for e, p in self._perms.items() if e >= epoch - 1}
             self._perms[epoch] = perm
         return perm
@@ -89,14 +95,16 @@ def train_dataset(source: Any, *, global_batch_size: int, mesh: Mesh, seed: int,
     `transform` / `random_transform` map single records; `batch_transform` maps whole host
     batches (vectorized numpy: one call per batch instead of one per record).
     `process` = (index, count) overrides jax's (for tests). `read_mode` says how records
-    are read and shuffled.
+    are read and shuffled; in "batches" mode a source's `epoch_permutation(seed, epoch)`, if
+    it has one, gives each epoch's order (streaming sources keep reads block-local).
     """
     index, count = process or (jax.process_index(), jax.process_count())
     local = shd.process_batch_size(global_batch_size, mesh) if process is None \
         else global_batch_size // count
     if read_mode(source, transform, random_transform) == "batches":
         ds = grain.MapDataset.range(num_epochs * len(source) // (local * count))
-        ds = ds.map(_ShuffledBatchIndices(len(source), local, index, count, seed))
+        ds = ds.map(_ShuffledBatchIndices(len(source), local, index, count, seed,
+                                          getattr(source, "epoch_permutation", None)))
         ds = ds.map(source.read_batch)
     else:
         ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat(num_epochs)

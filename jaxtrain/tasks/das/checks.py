@@ -37,6 +37,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
         "data.min_event_overlap_s": cc.non_negative,
         "data.event_threshold": cc.probability,
         "data.max_open_files": cc.positive_int,
+        "data.stream": cc.one_of("auto", "blocks", "windows"),
+        "data.stream_block_samples": cc.positive_int,
+        "data.stream_shuffle_blocks": cc.positive_int,
+        "data.stream_memory_mb": cc.positive_int,
         "augment.enabled": cc.boolean,
         "augment.noise": cc.non_negative,
         "augment.max_shift": cc.non_negative_int,
@@ -47,6 +51,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
         "train.label_smoothing": cc.fraction_below_one,
     })
     cc.check(config, {f"model.{k}": rule for k, rule in MODEL_RULES[m.name].items()})
+    cc.require(not (d.stream == "blocks" and a.enabled and a.where == "host"), "data.stream",
+               d.stream, "auto or windows with augment.where=host (block reads augment in "
+               "the step)")
     scale = tuple(a.scale)
     cc.require(len(scale) == 2 and 0 < scale[0] <= scale[1], "augment.scale", scale,
                "(low, high) with 0 < low <= high")

@@ -153,9 +153,12 @@ class Recording:
             out *= np.float32(self.scale)
         return out
 
-    def read_raw(self, start: int, stop: int, *, check_finite: bool = True) -> np.ndarray:
+    def read_raw(self, start: int, stop: int, *, check_finite: bool = True,
+                 time_major: bool = False) -> np.ndarray:
         """`read` before scaling: (channels, time) in the stored dtype (int16 counts stay
-        int16, 2 bytes a sample, for device-resident data); physical value = raw * scale."""
+        int16, 2 bytes a sample, for device-resident data); physical value = raw * scale.
+        `time_major`: (time, channels) instead, which time-major files give without a
+        transposing copy (streamed blocks, `stream.DASBlockSource`)."""
         start, stop = int(start), int(stop)
         if not 0 <= start < stop <= self.num_samples:
             raise ValueError(f"{self.path}: window [{start}, {stop}) outside "
@@ -167,11 +170,11 @@ class Recording:
         except OSError as e:  # corrupt or truncated chunk
             raise ValueError(f"{self.path}: {self.dataset}: unreadable samples "
                              f"{start}:{stop} ({one_line(e)})") from None
-        if self.layout.axis_order == "time_channel":
+        if (self.layout.axis_order == "time_channel") != time_major:
             raw = raw.T
         raw = np.ascontiguousarray(raw)
         if check_finite and self.dtype.kind == "f" and not np.isfinite(raw).all():
-            c, s = np.argwhere(~np.isfinite(raw))[0]
+            c, s = np.argwhere(~np.isfinite(raw if not time_major else raw.T))[0]
             raise ValueError(f"{self.path}: {self.dataset} has a non-finite value at sample "
                              f"{start + s}, channel {c}")
         return raw

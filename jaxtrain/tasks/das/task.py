@@ -38,6 +38,7 @@ from jaxtrain.tasks.das.labels import entry_label, labelled_files, load_labels, 
 from jaxtrain.tasks.das.model import build_model
 from jaxtrain.tasks.das.reader import Recording, open_recording
 from jaxtrain.tasks.das.schema import CLASS_NAMES, LABELS_FILE
+from jaxtrain.tasks.das.stream import BlockCache, decode_windows, stream_source
 from jaxtrain.tasks.das.windows import (
     DASWindowSource,
     build_window_index,
@@ -136,12 +137,23 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
     sources = {"train": train_src, "val": val_src, "test": test_src}
     resident = device.on_device(
         config, device_bytes(train_src, sum(len(s) for s in sources.values())))
+    # Otherwise streamed by blocks (one h5py read per block, RAM bounded by
+    # data.stream_memory_mb, windows scaled and normalized in the step) unless per-window
+    # reads were asked for, or host augmentation (which needs single records).
+    host_aug = aug.enabled and aug.where == "host"
+    blocks = not resident and (d.stream == "blocks" or (d.stream == "auto" and not host_aug))
+    if blocks:
+        cache = BlockCache(d.stream_memory_mb * 2**20)
+        train_src, val_src, test_src = (
+            stream_source(src, cache, d.stream_block_samples, d.stream_shuffle_blocks)
+            for src in (train_src, val_src, test_src))
 
     model = build_model(config)
     cw = jnp.asarray(class_weights, jnp.float32)
     # In the step on GPU/TPU (frees the input pipeline), on the host on CPU (XLA's Gaussian
-    # draws cost more there than numpy's); always in the step when the data are resident.
-    in_step = runs_in_step(aug.where, "augment.where") or resident
+    # draws cost more there than numpy's); always in the step when the data are resident or
+    # streamed by blocks (both ship compact raw windows, which the step decodes first).
+    in_step = runs_in_step(aug.where, "augment.where") or resident or blocks
     in_step = aug.enabled and in_step
     aug_args = dict(noise=aug.noise, scale=tuple(aug.scale), max_shift=aug.max_shift)
 
@@ -157,7 +169,7 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
 
     def loss_fn(params, model_state, batch, rng):
         aug_rng, dropout_rng = jax.random.split(rng)
-        x = batch["x"]
+        x = decode_windows(batch["x"], batch["scale"]) if blocks else batch["x"]
         if in_step:
             x = augment_batch(x, aug_rng, **aug_args)
         logits = model.apply({"params": params}, x, train=True, rngs={"dropout": dropout_rng})
@@ -167,7 +179,8 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
         return ce, ({"cross_entropy": ce, "accuracy": acc}, model_state)
 
     def predict_fn(params, model_state, batch):
-        logits = model.apply({"params": params}, batch["x"], train=False)
+        x = decode_windows(batch["x"], batch["scale"]) if blocks else batch["x"]
+        logits = model.apply({"params": params}, x, train=False)
         # "file_id", not "file": saved predictions are .npz, where "file" is a reserved name.
         return {"probs": jax.nn.softmax(logits), "label": batch["label"],
                 "file_id": batch["file"]}
@@ -176,12 +189,13 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
         train_source=train_src, val_source=val_src, test_source=test_src,
         init_fn=init_fn, loss_fn=loss_fn, predict_fn=predict_fn,
         evaluators=[window_metrics, file_evaluator(file_class, names, d.event_threshold)],
-        headline=HEADLINE, transform=transform,
+        headline=HEADLINE, transform=None if blocks else transform,
         random_transform=random_transform if aug.enabled and not in_step else None,
         figures=functools.partial(confusion_figures, title=f"DAS {config.model.name}"),
         data={"path": directory, **sizes, "splits": splits,
               "train_window_label_counts": counts.tolist(), "class_names": list(CLASS_NAMES),
               "class_weights": np.asarray(class_weights).tolist()},
         choices={"model": config.model.name,
-                 "augment.where": ("step" if in_step else "host") if aug.enabled else "off"},
+                 "augment.where": ("step" if in_step else "host") if aug.enabled else "off",
+                 "data.stream": "off" if resident else "blocks" if blocks else "windows"},
         device_data=(lambda: window_device_data(sources)) if resident else None)
