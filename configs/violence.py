@@ -10,10 +10,11 @@
 The default is sized for 2 CPU cores: 2,000 synthetic clips (RWF-2000's count and folder
 layout; 64 px, 30-44 frames) generated once, 20 frames per clip encoded by VGG19's first
 three blocks at 32 px with fixed random weights (block3_pool over a 4x4 grid = 4096-d, the
-fc2 feature's size, so the classifier is the seed's, 2,503,874 parameters), which reads
-the size of each feature's change between sampled frames (motion, not the scene), trained
-on clips played either way and evaluated both ways with a moving average of its weights
-(~8 min on 2 cores, test accuracy 0.90; BUILD_NOTES). `:seed`
+fc2 feature's size, so the classifier is the seed's: 2,503,874 parameters on 4096-d
+inputs), which reads the size and the sign of each feature's change between sampled frames
+(motion, not the scene; 8192-d, 4,601,026 parameters), trained on clips played either way
+and evaluated both ways with a moving average of its weights (~9 min on 2 cores, test
+accuracy 0.91-0.925 for seeds 0-2; BUILD_NOTES). `:seed`
 is the seed's recipe for GPUs: 224 px, VGG19 fc2 with ImageNet weights from the Keras
 file, batch 64, 100 epochs.
 """
@@ -36,8 +37,11 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.data.val_fraction = 0.15  # rwf2000: share of train held out for validation
     c.data.split_seed = 0
     # What the LSTM reads: "motion" (size of each feature's change from the previous frame),
-    # "differences" (the signed change), "centred" (minus the clip's mean) or "features".
-    c.data.frame_inputs = "motion"
+    # "differences" (the signed change), both side by side ("motion_and_differences": the
+    # size says how much moved, the sign which way), "centred" (minus the clip's mean) or
+    # "features". Both: test accuracy 0.9125 / 0.9075 / 0.925 for seeds 0-2, motion alone
+    # 0.9025 / 0.895 / 0.9025 (BUILD_NOTES).
+    c.data.frame_inputs = "motion_and_differences"
     c.data.reverse_prob = 0.5  # augmentation: a clip played backwards keeps its class
     c.data.decode_workers = 2  # video decoding processes during extraction and predict
     c.data.feature_cache = ""  # empty: <cache_dir>/violence-features/<dataset>-<key>.h5

@@ -32,6 +32,11 @@ def test_parameter_count_matches_keras():
     variables = jax.eval_shape(lambda: LSTMAttention().init(
         jax.random.key(0), jnp.zeros((1, 20, 4096))))
     assert count_parameters(variables) == (2_503_874, 2_502_338)
+    # The default reads size and sign of each change side by side: 8192-d, the first
+    # LSTM's input kernel twice as wide.
+    variables = jax.eval_shape(lambda: LSTMAttention().init(
+        jax.random.key(0), jnp.zeros((1, 20, 8192))))
+    assert count_parameters(variables) == (2_503_874 + 4096 * 512, 2_502_338 + 4096 * 512)
 
 
 def test_frame_indices():
@@ -66,6 +71,7 @@ def test_frame_inputs_and_time_reversal():
     want = {"features": x, "centred": x - x.mean(1, keepdims=True),
             "differences": np.concatenate([np.zeros_like(x[:, :1]), change], 1),
             "motion": np.abs(np.concatenate([change[:, :1], change], 1))}
+    want["motion_and_differences"] = np.concatenate([want["motion"], want["differences"]], -1)
     assert set(FRAME_INPUTS) == set(want)
     for kind in FRAME_INPUTS:
         np.testing.assert_allclose(frame_inputs(x, kind), want[kind], atol=1e-6)
