@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -49,6 +50,10 @@ def made_by_one(path: str | os.PathLike[str], what: str) -> Iterator[None]:
     from absl import logging
 
     lock = f"{os.path.abspath(os.fspath(path)).rstrip(os.sep)}.lock"
+    held = _held.__dict__.setdefault("locks", set())
+    if lock in held:  # re-entered by this thread (a maker inside generated_once): one lock
+        yield
+        return
     os.makedirs(os.path.dirname(lock), exist_ok=True)
     with open(lock, "a") as fh:
         try:
@@ -56,10 +61,15 @@ def made_by_one(path: str | os.PathLike[str], what: str) -> Iterator[None]:
         except BlockingIOError:
             logging.info("waiting for another process making %s: %s", what, os.fspath(path))
             fcntl.flock(fh, fcntl.LOCK_EX)
+        held.add(lock)
         try:
             yield
         finally:
+            held.discard(lock)
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+_held = threading.local()  # the locks this thread holds: flock would block on its own
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:

@@ -235,6 +235,17 @@ def test_generated_once_reuses_until_the_generator_or_its_parameters_change(tmp_
     for t in threads:
         t.join()
     assert len(calls) == 4
+    # A maker that takes the same lock itself (glaucoma's image cache) does not wait on its
+    # own caller.
+    from jaxtrain import files
+
+    def nested_make(path):
+        with files.made_by_one(path, "nested"):
+            make(path)
+
+    synthetic.generated_once("set-{version}.h5", cache_dir=str(tmp_path / "cache"),
+                             generator=load(), params={"n": 4}, make=nested_make)
+    assert len(calls) == 5
     with pytest.raises(FileNotFoundError, match=r"nope\.h5"):
         synthetic.configured_or_generated(str(tmp_path / "nope.h5"), "data file", lambda: second)
 
