@@ -240,16 +240,19 @@ def reference_batches(config, host_batches: list[dict] | None) -> list[dict]:
     """The batches the PyTorch twin trains on: the model's inputs. Where jaxtrain gathers
     records on the device (`data.on_device`) or normalizes inside its step (fire's
     `data.normalize_in`, resolved to step on a GPU) the host batches hold positions or raw
-    readings, so the twin gets the same kind of records read and normalized on the host
-    instead (its step then does a little less work than ours: the ratio errs on PyTorch's
-    side)."""
+    readings (DAS streamed by blocks: int16 counts), so the twin gets the same kind of
+    records read and normalized on the host instead (its step then does a little less work
+    than ours: the ratio errs on PyTorch's side)."""
     in_step = runs_in_step(config.data.get("normalize_in", "host"), "data.normalize_in")
-    if host_batches is not None and not in_step:
+    streamed = config.data.get("stream", "windows") != "windows"  # DAS blocks: raw int16
+    if host_batches is not None and not in_step and not streamed:
         return host_batches
     host_config = config.copy_and_resolve_references()
     host_config.data.on_device = "never"
     if "normalize_in" in host_config.data:
         host_config.data.normalize_in = "host"
+    if "stream" in host_config.data:
+        host_config.data.stream = "windows"
     task, mesh = build_task(host_config), shd.make_mesh(host_config.mesh.fsdp)
     it = train_iterator(train.make_input(task, mesh), host_config, mesh)
     return [next(it) for _ in range(4)]
