@@ -35,7 +35,7 @@ import numpy as np
 from absl import logging
 
 from jaxtrain import files
-from jaxtrain.data.hdf5 import str_list
+from jaxtrain.data.hdf5 import one_line, str_list
 from jaxtrain.tasks.violence import encoder as encoder_lib
 from jaxtrain.tasks.violence.clips import Clip, list_clips
 from jaxtrain.tasks.violence.video import VideoError, read_frames
@@ -84,6 +84,17 @@ def cache_path(config: ml_collections.ConfigDict, root: str) -> str:
                         f"{os.path.basename(os.path.normpath(root))}-{key}.h5")
 
 
+def _stale_reason(f: h5py.File, ident: str, names: list[str]) -> str:
+    """Why the open cache `f` is not one of these clips by this encoder ("" when it is)."""
+    if f.attrs.get("format") != FORMAT:
+        return "not a feature cache"
+    if f.attrs.get("encoder") != ident:
+        return "the encoder, frame count or size changed"
+    if "names" not in f or str_list(f["names"][...]) != names:
+        return "the clip list changed"
+    return ""
+
+
 def _open_cache(path: str, clips: Sequence[Clip], ident: str, dim: int, num_frames: int,
                 root: str) -> h5py.File:
     """The cache file for appending, new or reset when it does not match."""
@@ -96,14 +107,9 @@ def _open_cache(path: str, clips: Sequence[Clip], ident: str, dim: int, num_fram
             if "unable to lock file" in str(e):  # open elsewhere: never delete a cache in use
                 raise OSError(f"{path}: the feature cache is open in another process "
                               "(set data.feature_cache to extract elsewhere)") from None
-            f, reason = None, f"unreadable ({' '.join(str(e).split())})"
+            f, reason = None, f"unreadable ({one_line(e)})"
         if f is not None:
-            if f.attrs.get("format") != FORMAT:
-                reason = "not a feature cache"
-            elif f.attrs.get("encoder") != ident:
-                reason = "the encoder, frame count or size changed"
-            elif "names" not in f or str_list(f["names"][...]) != names:
-                reason = "the clip list changed"
+            reason = _stale_reason(f, ident, names)
             if not reason:
                 return f
             f.close()
@@ -188,9 +194,7 @@ def _is_complete(path: str, names: list[str], ident: str) -> bool:
     so runs already reading it (HDF5 locks a file opened for writing) are not disturbed."""
     try:
         with h5py.File(path, "r") as f:
-            return bool(f.attrs.get("format") == FORMAT and f.attrs.get("encoder") == ident
-                        and "names" in f and str_list(f["names"][...]) == names
-                        and f["done"][...].all())
+            return not _stale_reason(f, ident, names) and bool(f["done"][...].all())
     except (OSError, KeyError):
         return False
 

@@ -121,14 +121,14 @@ def frame_inputs(x: Any, kind: str) -> Any:
     if kind == "centred":
         return x - x.mean(axis=1, keepdims=True)
     change = x[:, 1:] - x[:, :-1]
+    differences = xp.concatenate([xp.zeros_like(x[:, :1]), change], axis=1)
     if kind == "differences":
-        return xp.concatenate([xp.zeros_like(x[:, :1]), change], axis=1)
+        return differences
     motion = xp.abs(xp.concatenate([change[:, :1], change], axis=1))
     if kind == "motion":
         return motion
     if kind == "motion_and_differences":
-        return xp.concatenate([motion, xp.concatenate([xp.zeros_like(x[:, :1]), change],
-                                                      axis=1)], axis=-1)
+        return xp.concatenate([motion, differences], axis=-1)
     raise ValueError(f"data.frame_inputs must be one of {', '.join(FRAME_INPUTS)}, got {kind!r}")
 
 
