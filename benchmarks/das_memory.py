@@ -1,10 +1,19 @@
 """Out-of-core DAS input: every window of a data set far larger than the memory allowed,
-through the training input pipeline, with 0, 2 and 4 grain worker processes.
+through the training input pipeline, against this disk's own sequential read rate.
 
-    python -m benchmarks.das_memory                   # 8 GiB of HDF5 against a 2 GiB budget
-    python -m benchmarks.das_memory --size_gb=2 --memory_limit_gb=1 --workers=0,2 \
-        --stride=1024 --normalize=false --data_dir=/tmp/das-quick --delete_data  # ~1-2 min
+    python -m benchmarks.das_memory --batch_size=512 --shuffle_blocks=32  # GPU batch, 8 GiB
+    python -m benchmarks.das_memory --direct_reads=true,false  # preadv beside h5py reads
+    python -m benchmarks.das_memory --paths=windows --workers=0,2,4  # one read per window
+    python -m benchmarks.das_memory --size_gb=2 --memory_limit_gb=1 --workers=0 \
+        --data_dir=/tmp/das-quick --delete_data  # ~1 min
     python -m benchmarks.das_memory --delete_data     # remove the data set afterwards
+
+Paths (`--paths`): "blocks" is training's streaming input (`data.stream=blocks`:
+`DASBlockSource` through `pipeline.train_dataset`, one read per block into a bounded cache,
+raw int16 windows), "windows" the per-window h5py reads with normalization in the source.
+The disk's sequential rate (`sequential_read_rate`: the files read front to back after their
+pages are dropped) is measured before and after every pass, and each pass's data rate (each
+stored sample counted once) is given as a fraction of the faster neighbouring reading.
 
 Data set (`make_dataset`): a few recordings from the DAS generator (`synthetic.generate`,
 64 channels, int16, 120 s) plus long files (`--file_gb` each, real interrogators' case: few files of
@@ -197,6 +206,21 @@ def drop_page_cache(files: Sequence[str]) -> None:
             os.close(fd)
 
 
+def sequential_read_rate(files: Sequence[str], read_bytes: int = 8 * 2**20) -> dict[str, Any]:
+    """This storage's own limit: the files read front to back in `read_bytes` pieces after
+    their pages are dropped (what `cat` or `dd` would get), bytes/s over all of them."""
+    drop_page_cache(files)
+    buf = bytearray(read_bytes)
+    total, t0 = 0, time.perf_counter()
+    for p in files:
+        with open(p, "rb", buffering=0) as f:
+            while n := f.readinto(buf):
+                total += n
+    seconds = time.perf_counter() - t0
+    return {"bytes": total, "seconds": seconds, "mb_per_s": total / seconds / 1e6,
+            "read_bytes": read_bytes}
+
+
 # ----------------------------------------------------------------------------- memory
 def _read(path: str) -> str | None:
     try:
@@ -307,7 +331,75 @@ class TreeMemorySampler:
 
 # ----------------------------------------------------------------------------- one pass
 def run_pass(spec: dict[str, Any]) -> dict[str, Any]:
-    """One pass over every window (in this process + `workers` grain workers)."""
+    """One pass over every window (in this process + `workers` grain workers), by the path
+    `spec["path"]` names: "blocks" (training's streaming input) or "windows" (per-window)."""
+    return (_blocks_pass if spec.get("path", "windows") == "blocks" else _windows_pass)(spec)
+
+
+def _blocks_pass(spec: dict[str, Any]) -> dict[str, Any]:
+    """One epoch of training's streaming input (`DASBlockSource` through
+    `pipeline.train_dataset`, as `das/task.py` builds it with `data.stream=blocks`): each
+    window must arrive once, except the epoch order's last partial batch (dropped, as in
+    training)."""
+    from jaxtrain.data.pipeline import train_dataset
+    from jaxtrain.tasks.das.stream import DASBlockSource
+
+    files, window = spec["files"], spec["window"]
+    with np.load(spec["index_path"]) as z:
+        index = z["index"].astype(np.int64)
+    source = DASBlockSource(files, index, spec["layout"], window, normalize=spec["normalize"],
+                            block_samples=spec["block_samples"],
+                            shuffle_blocks=spec["shuffle_blocks"],
+                            memory_bytes=spec["stream_memory_mb"] * 2**20,
+                            direct_reads=spec["direct_reads"])
+    batch = spec["batch_size"]
+    expected = source.epoch_permutation(spec["seed"], 0)[:len(index) // batch * batch]
+    ds = train_dataset(source, global_batch_size=batch, mesh=None, seed=spec["seed"],
+                       num_epochs=1, worker_count=spec["workers"],
+                       read_threads=spec["read_threads"], process=(0, 1))
+    seen = np.zeros(len(index), np.int32)
+    checker = DASWindowSource(files, index, spec["layout"], window, normalize=False)
+    mismatches = checked = 0
+    t0 = time.perf_counter()
+    t_first = None
+    rows_of: list[np.ndarray] = []
+    for b in ds:
+        if t_first is None:
+            t_first = time.perf_counter()
+        f = b["file"].astype(np.int64)
+        # A batch's windows in the order they were asked for: the epoch order's rows.
+        rows = expected[len(rows_of) * batch:(len(rows_of) + 1) * batch]
+        rows_of.append(rows)
+        if not np.array_equal(index[rows, 0], f):
+            raise RuntimeError(f"batch {len(rows_of) - 1}: windows from other files than the "
+                               "epoch order's")
+        np.add.at(seen, rows, 1)
+        if checked < 8:  # the bytes are the window's: raw x scale = the physical values
+            physical = b["x"][0].astype(np.float32).T * b["scale"][0][:, None]
+            mismatches += not np.allclose(physical, checker[int(rows[0])]["x"], rtol=1e-3,
+                                          atol=1e-6)
+            checked += 1
+    t_end = time.perf_counter()
+    n = int(seen.sum())
+    want = np.zeros(len(index), np.int32)
+    want[expected] = 1
+    steady = max(t_end - (t_first or t_end), 1e-9)
+    itemsize = 2  # int16 counts (or float16) leave the host
+    return {
+        "path": "blocks", "workers": spec["workers"], "windows": len(index), "windows_read": n,
+        "exactly_once": bool(np.array_equal(seen, want)),
+        "missing": int(((seen == 0) & (want == 1)).sum()), "duplicates": int((seen > 1).sum()),
+        "dropped_last_batch": int(len(index) - len(expected)), "content_mismatches": mismatches,
+        "startup_s": (t_first or t_end) - t0, "wall_s": t_end - t0,
+        "windows_per_s": n / steady, "windows_per_s_incl_startup": n / (t_end - t0),
+        "hdf5_mb_per_s": n * spec["channels"] * window * itemsize / steady / 1e6,
+        "blocks": len(source.block_file),
+        "block_reads_main": source.cache.reads if spec["workers"] == 0 else None,
+        "main_rss_before_bytes": 0,
+    }
+
+
+def _windows_pass(spec: dict[str, Any]) -> dict[str, Any]:
     import resource
 
     import grain
@@ -381,6 +473,8 @@ def _child_main(spec_path: str) -> None:
 
 # ----------------------------------------------------------------------------- driver
 def measure(files: Sequence[str], workers: int, *, work_dir: str, limit_bytes: float,
+            path: str = "windows", block_samples: int = 32768, shuffle_blocks: int = 16,
+            stream_memory_mb: int = 512, direct_reads: bool = True,
             limit_metric: str = "rss", enforce: bool = True, window: int = 1024,
             stride: int = 512, batch_size: int = 32, read_threads: int = 2,
             shuffle: bool = True, normalize: bool = True, cold_cache: bool = True,
@@ -390,13 +484,16 @@ def measure(files: Sequence[str], workers: int, *, work_dir: str, limit_bytes: f
     index_path = os.path.join(work_dir, f"index_{window}_{stride}.npz")
     index = build_window_index(files, "jaxtrain", window, stride, cache_path=index_path)
     first = open_recording(files[0])
+    name = f"pass_{path}{'' if direct_reads or path != 'blocks' else '_h5py'}_w{workers}"
     spec = {"files": files, "index_path": index_path, "layout": "jaxtrain", "window": window,
+            "path": path, "block_samples": block_samples, "shuffle_blocks": shuffle_blocks,
+            "stream_memory_mb": stream_memory_mb, "direct_reads": direct_reads,
             "stride": stride, "batch_size": batch_size, "workers": workers,
             "read_threads": read_threads, "shuffle": shuffle, "seed": seed,
             "normalize": normalize, "channels": first.num_channels,
             "stored_dtype": str(first.dtype),
-            "result_path": os.path.join(work_dir, f"pass_w{workers}.json")}
-    spec_path = os.path.join(work_dir, f"pass_w{workers}_spec.json")
+            "result_path": os.path.join(work_dir, f"{name}.json")}
+    spec_path = os.path.join(work_dir, f"{name}_spec.json")
     _atomic_json(spec_path, spec)
     if os.path.exists(spec["result_path"]):
         os.remove(spec["result_path"])
@@ -419,7 +516,9 @@ def measure(files: Sequence[str], workers: int, *, work_dir: str, limit_bytes: f
         kill()
         log, _ = proc.communicate()
     memory = sampler.stop()
-    result: dict[str, Any] = {"workers": workers, "windows": len(index)}
+    result: dict[str, Any] = {"path": path + ("" if direct_reads or path != "blocks" else
+                                              " (h5py)"), "workers": workers,
+                              "windows": len(index)}
     if os.path.exists(spec["result_path"]):
         with open(spec["result_path"]) as f:
             result.update(json.load(f))
@@ -429,6 +528,7 @@ def measure(files: Sequence[str], workers: int, *, work_dir: str, limit_bytes: f
     metric_peak = memory["peak_tree_rss_bytes" if limit_metric == "rss" else
                           "peak_tree_pss_bytes"]
     result["passed"] = bool(proc.returncode == 0 and result.get("exactly_once")
+                            and not result.get("content_mismatches")
                             and metric_peak <= limit_bytes)
     if proc.returncode != 0 and not result["killed_over_limit"]:
         result["error_tail"] = (log or "")[-2000:]
@@ -440,17 +540,21 @@ def _gb(b: float | None) -> str:
 
 
 def table(rows: Sequence[dict[str, Any]], limit_bytes: float, metric: str) -> str:
-    head = ("| workers | windows read | exactly once | startup s | windows/s | MB/s from HDF5 "
-            "| disk read GiB | peak tree RSS GiB | peak tree PSS GiB | sum of per-process "
+    head = ("| path | workers | windows read | exactly once | startup s | windows/s "
+            "| MB/s from HDF5 | data MB/s | disk's sequential MB/s | x disk's sequential rate "
+            "| disk read GiB "
+            "| peak tree RSS GiB | peak tree PSS GiB | sum of per-process "
             "peaks GiB | main peak GiB | processes | limit GiB | result |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         ok = "PASS" if r["passed"] else ("FAIL (killed over limit)" if r["killed_over_limit"]
                                          else "FAIL")
         lines.append(
-            f"| {r['workers']} | {r.get('windows_read', 0):,} / {r['windows']:,} "
+            f"| {r['path']} | {r['workers']} | {r.get('windows_read', 0):,} / {r['windows']:,} "
             f"| {r.get('exactly_once', False)} | {r.get('startup_s', float('nan')):.1f} "
             f"| {r.get('windows_per_s', 0):,.0f} | {r.get('hdf5_mb_per_s', 0):,.0f} "
+            f"| {r.get('data_mb_per_s', 0):,.0f} | {r.get('sequential_read_mb_per_s', 0):,.0f} "
+            f"| {r.get('of_disk_rate', float('nan')):.2f} "
             f"| {_gb(r['tree_read_bytes'])} | {_gb(r['peak_tree_rss_bytes'])} "
             f"| {_gb(r['peak_tree_pss_bytes'])} | {_gb(r['sum_process_hwm_bytes'])} "
             f"| {_gb(r['root_hwm_bytes'])} | {r['peak_processes']} "
@@ -459,7 +563,9 @@ def table(rows: Sequence[dict[str, Any]], limit_bytes: float, metric: str) -> st
 
 
 def benchmark(data_dir: str, size_gb: float, memory_limit_gb: float,
-              workers: Sequence[int] = (0, 2, 4), *, file_gb: float = 1.0,
+              workers: Sequence[int] = (0, 2, 4), *, paths: Sequence[str] = ("blocks",),
+              direct_reads: Sequence[bool] = (True,),
+              file_gb: float = 1.0,
               generated_files: int = 4, channels: int = 64, json_out: str | None = None,
               log: Callable[[str], None] = print, **kwargs: Any) -> dict[str, Any]:
     """Make (or reuse) the data set, run one pass per worker count, return the summary."""
@@ -469,16 +575,39 @@ def benchmark(data_dir: str, size_gb: float, memory_limit_gb: float,
     limit = memory_limit_gb * GIB
     log(f"data set: {len(files)} files, {size / GIB:.2f} GiB; budget {memory_limit_gb:g} GiB "
         f"(data / budget = {size / limit:.1f}x)")
+    # The physical limit, measured in this run on these files before and after each pass (a
+    # shared virtual disk's rate drifts by 2x within minutes): a pass is held to the faster
+    # of its two neighbouring readings.
+    disk: list[dict[str, Any]] = []
+
+    def read_disk() -> float:
+        disk.append(sequential_read_rate(files))
+        log(f"sequential read of the files, page cache dropped: {disk[-1]['mb_per_s']:,.0f} MB/s")
+        return disk[-1]["mb_per_s"]
+
+    before = read_disk()
     rows = []
-    for w in workers:
-        r = measure(files, int(w), work_dir=os.path.abspath(data_dir), limit_bytes=limit,
-                    **kwargs)
-        rows.append(r)
-        log(f"workers={w}: {r.get('windows_per_s', 0):,.0f} windows/s, peak tree RSS "
-            f"{_gb(r['peak_tree_rss_bytes'])} GiB, PSS {_gb(r['peak_tree_pss_bytes'])} GiB, "
-            f"{'PASS' if r['passed'] else 'FAIL'}")
-        if "error_tail" in r:
-            log(r["error_tail"])
+    passes = [(p, d) for p in paths for d in (direct_reads if p == "blocks" else (True,))]
+    for path, direct in passes:
+        for w in workers:
+            r = measure(files, int(w), work_dir=os.path.abspath(data_dir), limit_bytes=limit,
+                        path=path, direct_reads=direct, **kwargs)
+            after = read_disk()
+            r["sequential_read_mb_per_s"] = max(before, after)
+            before = after
+            rows.append(r)
+            log(f"{r['path']}, workers={w}: {r.get('windows_per_s', 0):,.0f} windows/s, peak tree "
+                f"RSS {_gb(r['peak_tree_rss_bytes'])} GiB, PSS "
+                f"{_gb(r['peak_tree_pss_bytes'])} GiB, {'PASS' if r['passed'] else 'FAIL'}")
+            if "error_tail" in r:
+                log(r["error_tail"])
+    stride, window = kwargs.get("stride", 512), kwargs.get("window", 1024)
+    for r in rows:
+        # Each sample once (windows overlap when stride < window): how fast the data set is
+        # consumed, comparable with reading its files front to back.
+        r["data_mb_per_s"] = r.get("hdf5_mb_per_s", 0.0) * stride / window
+        r["of_disk_rate"] = r["data_mb_per_s"] / r["sequential_read_mb_per_s"]
+        r["disk_reads_per_data_byte"] = r["tree_read_bytes"] / size
     summary = {
         "benchmark": "das_memory", "date": dt.date.today().isoformat(),
         "command": " ".join([os.path.basename(sys.executable), "-m", "benchmarks.das_memory",
@@ -489,6 +618,7 @@ def benchmark(data_dir: str, size_gb: float, memory_limit_gb: float,
         "hdf5": h5py.version.hdf5_version, "data_dir": os.path.abspath(data_dir),
         "files": len(files), "dataset_bytes": size, "memory_limit_bytes": limit,
         "size_over_limit": size / limit, "passed": all(r["passed"] for r in rows),
+        "sequential_read": disk,
         "settings": {"file_gb": file_gb, "channels": channels, **kwargs}, "passes": rows,
     }
     if json_out:
@@ -514,7 +644,15 @@ def _define_flags() -> None:
     flags.DEFINE_enum("limit_metric", "rss", ["rss", "pss"],
                       "Which tree sum the budget applies to.")
     flags.DEFINE_bool("enforce", True, "Kill a pass that exceeds the budget.")
-    flags.DEFINE_list("workers", ["0", "2", "4"], "grain worker counts to run.")
+    flags.DEFINE_list("paths", ["blocks"], "Input paths: blocks (training's streaming reads) "
+                      "and/or windows (one h5py read per window).")
+    flags.DEFINE_list("workers", ["0", "2"], "grain worker counts to run.")
+    flags.DEFINE_integer("block_samples", 32768, "blocks: samples per block "
+                         "(config.data.stream_block_samples).")
+    flags.DEFINE_integer("shuffle_blocks", 16, "blocks: blocks shuffled together "
+                         "(config.data.stream_shuffle_blocks).")
+    flags.DEFINE_integer("stream_memory_mb", 512, "blocks: block cache per reading process "
+                         "(config.data.stream_memory_mb).")
     flags.DEFINE_float("file_gb", 1.0, "Size of each long file, GiB.")
     flags.DEFINE_integer("generated_files", 4, "Files written by the DAS generator.")
     flags.DEFINE_integer("channels", 64, "Channels per file.")
@@ -522,6 +660,8 @@ def _define_flags() -> None:
     flags.DEFINE_integer("stride", 512, "Samples between window starts.")
     flags.DEFINE_integer("batch_size", 32, "Windows per batch.")
     flags.DEFINE_integer("read_threads", 2, "grain read threads per process.")
+    flags.DEFINE_list("direct_reads", ["true"], "blocks: read plain storage with preadv "
+                      "outside h5py (true), through h5py (false), or both (true,false).")
     flags.DEFINE_bool("shuffle", True, "Global shuffle (as training); else in order.")
     flags.DEFINE_bool("normalize", True, "Per-channel normalization in the source.")
     flags.DEFINE_bool("cold_cache", True, "Drop the data set from the page cache first.")
@@ -544,6 +684,9 @@ def main(argv: Sequence[str]) -> None:
     try:
         summary = benchmark(
             data_dir, f.size_gb, f.memory_limit_gb, [int(w) for w in f.workers],
+            paths=f.paths, direct_reads=[v.lower() == "true" for v in f.direct_reads],
+            block_samples=f.block_samples, shuffle_blocks=f.shuffle_blocks,
+            stream_memory_mb=f.stream_memory_mb,
             file_gb=f.file_gb, generated_files=f.generated_files, channels=f.channels,
             json_out=json_out, limit_metric=f.limit_metric, enforce=f.enforce,
             window=f.window, stride=f.stride, batch_size=f.batch_size,
@@ -553,7 +696,9 @@ def main(argv: Sequence[str]) -> None:
         fail(str(e))
     print()
     print(f"{summary['files']} files, {summary['dataset_bytes'] / GIB:.2f} GiB of HDF5, budget "
-          f"{summary['memory_limit_bytes'] / GIB:g} GiB; {summary['device']}; {summary['date']}")
+          f"{summary['memory_limit_bytes'] / GIB:g} GiB; {summary['device']}; {summary['date']}; "
+          "sequential reads (MB/s): "
+          + ", ".join(f"{d['mb_per_s']:,.0f}" for d in summary["sequential_read"]))
     print(table(summary["passes"], summary["memory_limit_bytes"], f.limit_metric))
     if f.delete_data:
         if os.path.dirname(os.path.abspath(json_out)) == data_dir:

@@ -117,7 +117,8 @@ def input_benchmark(config, batches: int) -> dict:
     rates = time_input(train_iterator(inputs, config, mesh), batches, config.train.batch_size)
     return {"system": config.task, "model": config.model.get("name", config.task),
             "input_only": True, "batch_size": config.train.batch_size,
-            "train_read": inputs.mode, "worker_count": config.data.worker_count,
+            "train_read": inputs.mode,
+            "worker_count": 0 if inputs.mode == "device" else config.data.worker_count,
             "read_threads": config.data.read_threads, "cpu_count": os.cpu_count(), **rates,
             "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv)}
 

@@ -22,6 +22,8 @@ else
     "configs/das.py:tcn --config.train.batch_size=512"
     "configs/das.py:bilstm --config.train.batch_size=512"
     "configs/das.py:transformer --config.train.batch_size=512"
+    # DAS streamed by blocks (the 300 GB case), groups of 32 blocks to hold a batch of 512
+    "configs/das.py:tcn --config.train.batch_size=512 --config.data.on_device=never --config.data.stream_shuffle_blocks=32"
     "configs/debris.py:seed --config.train.batch_size=32 --config.data.num_patches=200"
     "configs/glaucoma.py:seed --config.data.synthetic.num_images=400 --config.data.synthetic.size=512"
   )
@@ -31,6 +33,12 @@ for run in "${runs[@]}"; do
   # shellcheck disable=SC2086  # each run is a config plus its own flags
   "$PY" -m benchmarks.run --config=$run --reference=torch --record "$@"
 done
+# The streaming input against this host's own disk (8 GiB through 2 GiB, page cache dropped).
+echo "== DAS streaming vs the disk's sequential rate" >&2
+if [[ -z "${SUITE_CPU:-}" ]]; then
+  "$PY" -m benchmarks.das_memory --paths=blocks --workers=0 --direct_reads=true,false \
+    --batch_size=512 --shuffle_blocks=32 --delete_data
+fi
 # Fire's data scaling (the seed's 5M-vs-50M comparison): whole runs, transformer + ensemble.
 # CPU sizes: 50k, 200k, 500k readings with a small transformer; GPU sizes with the seed's model
 # (50M readings: the ensemble's random forest on 2.9M windows needs more than 10 minutes).

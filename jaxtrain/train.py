@@ -288,12 +288,15 @@ def make_input(task: Task, mesh: Mesh) -> Input:
 
 def train_batches(inputs: Input, config: ml_collections.ConfigDict, mesh: Mesh,
                   num_epochs: int) -> Any:
-    """This process's host batches of the training input, exactly as training reads them."""
+    """This process's host batches of the training input, exactly as training reads them.
+    Device-resident input ships positions only: worker processes would cost the host more
+    than they save (8 grain workers: 1.06 ms a step against 0.09 without, measured)."""
+    workers = 0 if inputs.mode == "device" else config.data.worker_count
     return iter(pipeline.train_dataset(
         inputs.sources["train"], global_batch_size=config.train.batch_size, mesh=mesh,
         seed=config.seed, num_epochs=num_epochs, transform=inputs.transform,
         random_transform=inputs.random_transform, batch_transform=inputs.batch_transform,
-        worker_count=config.data.worker_count, read_threads=config.data.read_threads))
+        worker_count=workers, read_threads=config.data.read_threads))
 
 
 def resolved_setup(task: Task, config: ml_collections.ConfigDict, mesh: Mesh,

@@ -91,3 +91,19 @@ def test_watchdog_kills_a_pass_over_budget(dataset):
     r = das_memory.measure(files[:1], 0, work_dir=d, limit_bytes=48 * 2**20, normalize=False)
     assert r["killed_over_limit"] and not r["passed"] and r["returncode"] != 0
     assert r["peak_tree_rss_bytes"] > 48 * 2**20
+
+
+def test_streaming_blocks_pass_reads_each_block_once_against_the_disk_rate(dataset):
+    d, files = dataset
+    r = das_memory.measure(files, 0, work_dir=d, limit_bytes=8 * GIB, path="blocks",
+                           block_samples=8192, shuffle_blocks=4, stream_memory_mb=64,
+                           stride=1024, batch_size=32)
+    assert r["returncode"] == 0, r.get("error_tail")
+    # every window of the epoch order once, the last partial batch dropped as in training
+    assert r["exactly_once"] and r["content_mismatches"] == 0 and r["passed"], r
+    assert r["windows_read"] == r["windows"] - r["dropped_last_batch"]
+    assert r["dropped_last_batch"] < 32
+    assert r["block_reads_main"] == r["blocks"]  # one read per block: the cache held 2 groups
+    assert r["tree_read_bytes"] > 0.9 * das_memory.dataset_bytes(files)  # from storage
+    disk = das_memory.sequential_read_rate(files)
+    assert disk["bytes"] == das_memory.dataset_bytes(files) and disk["mb_per_s"] > 0

@@ -173,11 +173,17 @@ class Recording:
         if (self.layout.axis_order == "time_channel") != time_major:
             raw = raw.T
         raw = np.ascontiguousarray(raw)
-        if check_finite and self.dtype.kind == "f" and not np.isfinite(raw).all():
+        if check_finite:
+            self.check_finite(raw, start, time_major=time_major)
+        return raw
+
+    def check_finite(self, raw: np.ndarray, start: int, *, time_major: bool) -> None:
+        """ValueError naming file, sample and channel of the first NaN/inf in `raw`, the
+        samples from `start` on, (time, channels) if `time_major` else (channels, time)."""
+        if self.dtype.kind == "f" and not np.isfinite(raw).all():
             c, s = np.argwhere(~np.isfinite(raw if not time_major else raw.T))[0]
             raise ValueError(f"{self.path}: {self.dataset} has a non-finite value at sample "
                              f"{start + s}, channel {c}")
-        return raw
 
     def close(self) -> None:
         """Close the file handle (reopened by the next `read`)."""

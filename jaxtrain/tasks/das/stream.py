@@ -1,17 +1,20 @@
 """Streaming DAS windows from blocks: for recordings larger than the device budget.
 
 `DASBlockSource` serves whole batches (`read_batch`) from blocks of consecutive samples read
-with one h5py call each and kept in a byte-bounded LRU (`BlockCache`), in a block-local epoch
-order (`jaxtrain.data.block_order`): each block is read once per epoch while the cache holds
-two groups of blocks. Windows leave the host as compact raw values (int16 counts, or float16
-over each channel's block peak for float files), time-major as the files store them, plus a
-per-window, per-channel float32 scale; `decode_windows` transposes, scales and normalizes
-them inside the jitted step, as the device-resident path (`windows.window_device_data`) does.
+with one call each (`os.preadv` at the chunks' offsets where the storage allows,
+`direct_read.DirectRows`, so read threads overlap; else h5py) and kept in a byte-bounded LRU
+(`BlockCache`), in a block-local epoch order (`jaxtrain.data.block_order`): each block is read
+once per epoch while the cache holds two groups of blocks. Windows leave the host as compact raw
+values (int16 counts, or float16 over each channel's block peak for float files), time-major as
+the files store them, plus a per-window, per-channel float32 scale; `decode_windows` transposes,
+scales and normalizes them inside the jitted step, as the device-resident path
+(`windows.window_device_data`) does.
 """
 
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import os
 import threading
 from collections.abc import Callable, Hashable, Sequence
@@ -22,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtrain.data.block_order import BlockOrder, block_lengths, window_blocks
+from jaxtrain.data.direct_read import DirectRows
 from jaxtrain.tasks.das.reader import DASLayout, Recording, open_recording
 from jaxtrain.tasks.das.windows import DASWindowSource, _stored_as_int16, normalize_windows
 
@@ -105,8 +109,9 @@ class DASBlockSource(DASWindowSource):
 
     A block is the samples [k L_f, (k + 1) L_f + window - 1) of file f (clipped to the file):
     every window starting in [k L_f, (k + 1) L_f), with L_f = `block_samples` rounded up to
-    the file's chunk length along time. `read_batch` reads each block it needs with one h5py
-    slice (all channels) into `cache` and cuts the windows from RAM::
+    the file's chunk length along time. `read_batch` reads each block it needs with one read
+    (all channels; `DirectRows` for plain time-major storage, else an h5py slice) into
+    `cache` and cuts the windows from RAM::
 
         {"x": int16 (B, window, channels) raw counts, or float16 over each channel's block
               peak when some file is stored as floats (or as wider integers); time-major,
@@ -135,10 +140,17 @@ class DASBlockSource(DASWindowSource):
                  labels: np.ndarray | None = None, normalize: bool = True,
                  block_samples: int = 32768, shuffle_blocks: int = 16,
                  cache: BlockCache | None = None, memory_bytes: int = 512 * 2**20,
-                 max_open_files: int = 128, chunk_cache_bytes: int = 4 * 2**20):
+                 max_open_files: int = 128, chunk_cache_bytes: int = 4 * 2**20,
+                 direct_reads: bool = True, block_read_threads: int = 4):
         super().__init__(files, index, layout, window, labels=labels, normalize=normalize,
                          max_open_files=max_open_files, chunk_cache_bytes=chunk_cache_bytes)
         self.cache = cache if cache is not None else BlockCache(memory_bytes)
+        self.direct_reads = bool(direct_reads)
+        # The first batch of a group needs most of its blocks: read them side by side (preadv
+        # releases the GIL), so the disk sees several requests at once, not one at a time.
+        self.block_read_threads = int(block_read_threads)
+        self._pool: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None
+        self._direct_rows: dict[int, DirectRows | None] = {}
         self.shuffle_blocks = int(shuffle_blocks)
         used = np.unique(self.index[:, 0])
         samples = np.zeros(len(self.files), np.int64)
@@ -176,6 +188,17 @@ class DASBlockSource(DASWindowSource):
                 f"{-(-need // 2**20)} MiB (config.data.stream_memory_mb), or smaller blocks "
                 "(config.data.stream_block_samples) or groups (config.data.stream_shuffle_blocks)")
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_pool"] = None  # threads are per process
+        return state
+
+    def _read_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._pool is None or self._pool[0] != os.getpid():
+            self._pool = (os.getpid(), concurrent.futures.ThreadPoolExecutor(
+                self.block_read_threads, thread_name_prefix="das-blocks"))
+        return self._pool[1]
+
     def __repr__(self) -> str:  # grain keys checkpoint state on it
         return (f"DASBlockSource(n={len(self)}, files={len(self.files)}, window={self.window}, "
                 f"layout={self.layout.name!r}, blocks={len(self.block_file)}, "
@@ -193,11 +216,25 @@ class DASBlockSource(DASWindowSource):
         """The windows' order in `epoch`: blocks permuted, windows permuted within groups."""
         return self.order(seed, epoch)
 
+    def _direct(self, file_id: int) -> DirectRows | None:
+        """File `file_id`'s reader outside h5py (time-major plain storage), else None."""
+        if file_id not in self._direct_rows:  # two threads may both look: same answer
+            m = self._meta[file_id]
+            self._direct_rows[file_id] = (DirectRows.open(m.path, m.dataset)
+                                          if m.layout.axis_order == "time_channel" else None)
+        return self._direct_rows[file_id]
+
     def _read_block(self, block: int) -> Block:
         file_id = int(self.block_file[block])
-        rec = self._recordings.get(file_id)
-        raw = rec.read_raw(int(self.block_start[block]), int(self.block_stop[block]),
-                           time_major=True)
+        start, stop = int(self.block_start[block]), int(self.block_stop[block])
+        direct = self._direct(file_id) if self.direct_reads else None
+        if direct is not None:  # preadv, outside h5py's lock: read threads overlap
+            rec = self._meta[file_id]
+            raw = direct.rows(start, stop)
+            rec.check_finite(raw, start, time_major=True)
+        else:
+            rec = self._recordings.get(file_id)
+            raw = rec.read_raw(start, stop, time_major=True)
         if self.exact:
             return raw.astype(np.int16, copy=False), np.full(self.num_channels, rec.scale,
                                                              np.float32)
@@ -214,7 +251,7 @@ class DASBlockSource(DASWindowSource):
         return self.cache.get(key, lambda: self._read_block(block))
 
     def read_batch(self, indices: np.ndarray) -> Record:
-        """Windows `indices`, stacked, cut from their blocks (one h5py read per block)."""
+        """Windows `indices`, stacked, cut from their blocks (one read per block)."""
         indices = np.asarray(indices, np.int64).reshape(-1)
         blocks = self.blocks[indices]
         offsets = self.index[indices, 1] - self.block_start[blocks]
@@ -223,6 +260,9 @@ class DASBlockSource(DASWindowSource):
         scale = np.empty((len(indices), self.num_channels), np.float32)
         order = np.argsort(blocks, kind="stable")
         bounds = np.flatnonzero(np.diff(blocks[order])) + 1
+        needed = blocks[order][np.r_[0, bounds]] if len(order) else blocks[:0]
+        if self.block_read_threads > 1 and len(needed) > 1:  # fill the cache side by side
+            list(self._read_pool().map(self.block, needed.tolist()))
         for rows in np.split(order, bounds) if len(order) else ():
             data, block_scale = self.block(int(blocks[rows[0]]))
             scale[rows] = block_scale
