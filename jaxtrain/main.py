@@ -90,6 +90,11 @@ def run(config, workdir: str, on_step=None) -> dict:
     workdirs.make(workdir)
     with workdirs.locked(workdir) if is_main else contextlib.nullcontext():
         saved = workdirs.check_identity(workdir, config)  # again, now that we hold the lock
+        if saved is None and is_main and workdirs.saved_config(workdir) is not None:
+            removed = workdirs.clear_unstarted(workdir)
+            logging.info("workdir %s held a start that never took a step, with another "
+                         "config: starting afresh with this one (removed %s)", workdir,
+                         ", ".join(removed))
         try:
             task = system.build(config, workdir)
         except BaseException:

@@ -132,6 +132,8 @@ def check_identity(workdir: str, config: ml_collections.ConfigDict) -> dict[str,
                     f"{', ...' if len(foreign) > 3 else ''}): choose a new or empty directory")
         return None
     unsafe, _ = differences(saved, config)
+    if unsafe and never_stepped(workdir):
+        return None  # a start that failed before its first step: the corrected config wins
     if unsafe:
         shown = "; ".join(unsafe[:4]) + (f"; and {len(unsafe) - 4} more" if len(unsafe) > 4
                                          else "")
@@ -140,6 +142,36 @@ def check_identity(workdir: str, config: ml_collections.ConfigDict) -> dict[str,
             "these changes to resume it, or use a new --workdir to start a new run (README: "
             "Rerunning a workdir)")
     return saved
+
+
+def never_stepped(workdir: str) -> bool:
+    """True when `workdir` holds no checkpoint step and no results: its run failed to start
+    (e.g. "train split has 2 records, fewer than train.batch_size"), so nothing trained there
+    binds the config of the next start."""
+    if os.path.exists(os.path.join(workdir, "results.json")):
+        return False
+    checkpoints = os.path.join(workdir, "checkpoints")
+    return not (os.path.isdir(checkpoints)
+                and any(name.isdigit() for name in os.listdir(checkpoints)))
+
+
+def clear_unstarted(workdir: str) -> list[str]:
+    """Removes what a start that never stepped left in `workdir` (its config.json, an
+    empty checkpoint directory, a normalization fitted to other data, TensorBoard files)
+    before another config starts there; returns the names removed. The lock stays."""
+    if not never_stepped(workdir):
+        raise WorkdirError(f"workdir {workdir} holds a trained run: not clearing it")
+    removed = []
+    for name in OWN_ENTRIES:
+        path = os.path.join(workdir, name)
+        if name == LOCK_FILE or not os.path.lexists(path):
+            continue
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+        removed.append(name)
+    return removed
 
 
 def schedule_epochs(saved: dict[str, Any] | None, config: ml_collections.ConfigDict) -> int:

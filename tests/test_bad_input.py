@@ -284,6 +284,25 @@ def test_a_stale_lock_is_taken_over_and_a_safe_change_resumes(finished, tmp_path
         assert json.load(f)["train"]["log_every_s"] == 1000.0  # never rewritten
 
 
+def test_a_start_that_never_stepped_takes_a_corrected_config(finished, tmp_path):
+    """A first start that fails before its first step (here a batch larger than the train
+    split, refused after config.json is written) does not bind the workdir to its config:
+    the corrected command trains there. A trained run still refuses another config."""
+    workdir = tmp_path / "unstarted"
+    go = [a.format(**finished) for a in _fire("--config.train.epochs=1", workdir=str(workdir))]
+    r = _run("jaxtrain.main", [*go, "--config.train.batch_size=100000"], cwd=str(tmp_path))
+    assert r.returncode != 0 and "fewer than" in r.stderr, r.stderr[-2000:]
+    with open(workdir / "config.json") as f:
+        assert json.load(f)["train"]["batch_size"] == 100000  # the failed start's
+    r = _run("jaxtrain.main", go, cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "never took a step" in r.stderr and "test:" in r.stdout
+    with open(workdir / "config.json") as f:
+        assert json.load(f)["train"]["batch_size"] == 32  # the run that trained
+    r = _run("jaxtrain.main", [*go, "--config.train.batch_size=16"], cwd=str(tmp_path))
+    assert r.returncode != 0 and "another config" in r.stderr
+
+
 def _unshare_works() -> bool:
     if not shutil.which("unshare"):
         return False
