@@ -395,7 +395,6 @@ def _blocks_pass(spec: dict[str, Any]) -> dict[str, Any]:
         "hdf5_mb_per_s": n * spec["channels"] * window * itemsize / steady / 1e6,
         "blocks": len(source.block_file),
         "block_reads_main": source.cache.reads if spec["workers"] == 0 else None,
-        "main_rss_before_bytes": 0,
     }
 
 

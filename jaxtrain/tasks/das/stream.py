@@ -90,6 +90,10 @@ class BlockCache:
     def __len__(self) -> int:
         return len(self._items) if self._pid == os.getpid() else 0
 
+    def __contains__(self, key: Hashable) -> bool:
+        """Whether `key` is cached now (a peek: the LRU order stays)."""
+        return self._pid == os.getpid() and key in self._items
+
     def __getstate__(self) -> dict[str, Any]:
         return {"max_bytes": self.max_bytes}
 
@@ -244,11 +248,13 @@ class DASBlockSource(DASWindowSource):
         data = (raw / peak.astype(np.float32)).astype(np.float16)
         return data, (peak * rec.scale).astype(np.float32)
 
+    def _key(self, block: int) -> Hashable:
+        return (self.files[int(self.block_file[block])], int(self.block_start[block]),
+                int(self.block_stop[block]))
+
     def block(self, block: int) -> Block:
         """Block `block` from the cache (read on a miss)."""
-        key = (self.files[int(self.block_file[block])], int(self.block_start[block]),
-               int(self.block_stop[block]))
-        return self.cache.get(key, lambda: self._read_block(block))
+        return self.cache.get(self._key(block), lambda: self._read_block(block))
 
     def read_batch(self, indices: np.ndarray) -> Record:
         """Windows `indices`, stacked, cut from their blocks (one read per block)."""
@@ -261,8 +267,10 @@ class DASBlockSource(DASWindowSource):
         order = np.argsort(blocks, kind="stable")
         bounds = np.flatnonzero(np.diff(blocks[order])) + 1
         needed = blocks[order][np.r_[0, bounds]] if len(order) else blocks[:0]
-        if self.block_read_threads > 1 and len(needed) > 1:  # fill the cache side by side
-            list(self._read_pool().map(self.block, needed.tolist()))
+        # Most batches find all their blocks cached: only misses go to the read threads.
+        missing = [b for b in needed.tolist() if self._key(b) not in self.cache]
+        if self.block_read_threads > 1 and len(missing) > 1:  # fill the cache side by side
+            list(self._read_pool().map(self.block, missing))
         for rows in np.split(order, bounds) if len(order) else ():
             data, block_scale = self.block(int(blocks[rows[0]]))
             scale[rows] = block_scale
