@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 from absl import logging
 
-from jaxtrain import report
-from jaxtrain import report_plots as rp
+from jaxtrain.report import figures as report
+from jaxtrain.report import plots as rp
 
 
 def epoch_images(step: int, val_report: Mapping[str, Any], history: Sequence[Mapping[str, Any]]

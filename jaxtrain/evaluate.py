@@ -82,7 +82,7 @@ def load_predictions(workdir: str, split: str) -> Outputs:
 
 def rescore(workdir: str) -> dict[str, Any]:
     """Test metrics and report of a finished run, from its saved predictions only."""
-    from jaxtrain.predict import load_config
+    from jaxtrain.run_files import load_config
     from jaxtrain.task import evaluate, load_system
 
     config = load_config(workdir)

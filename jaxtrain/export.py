@@ -12,10 +12,11 @@ A bundle holds:
                    level (what its system's predict reads), except checkpoints/, tb/ and
                    predictions/
   metadata.json    written last (a version without it is incomplete): when, which run and
-                   checkpoint, test metrics (and the ML ensemble's, if any), the target check
-                   (`target_achieved`: the deployed model's test accuracy >= 0.95 by
-                   default, the fire seed's), the models, the versions of jaxtrain (and its
-                   git commit), Python and the libraries, and a sha256 per file.
+                   checkpoint, the deployed model's test metrics (and the network's when
+                   another model is deployed), the target check (`target_achieved`: the
+                   system's metric and threshold, `System.export_target`, unless
+                   --target_metric/--target say otherwise), the models, the versions of
+                   jaxtrain (and its git commit), Python and the libraries, a sha256 per file.
 
 `python -m jaxtrain.predict --workdir=BUNDLE` takes a bundle (a directory or its s3:// URL)
 wherever it takes a workdir.
@@ -35,66 +36,22 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
-
 from jaxtrain import files
+from jaxtrain.run_files import (
+    METADATA,
+    NETWORK,
+    RESULTS_FILE,
+    VARIABLES,
+    deployed,
+    is_bundle,
+    load_trained,
+    save_variables,
+)
+from jaxtrain.task import load_system
 
-METADATA = "metadata.json"
-VARIABLES = "variables.npz"
 SKIPPED = ("checkpoints", "tb", "predictions")  # what inference does not read
 LIBRARIES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "h5py",
              "ml-collections", "scikit-learn", "grain")
-
-
-# ----------------------------------------------------------------------------- variables
-def save_variables(path: str, variables: dict[str, Any]) -> None:
-    """Nested dicts of arrays -> one .npz, keys "params/block/kernel"."""
-    flat: dict[str, np.ndarray] = {}
-
-    def walk(prefix: str, tree: Any) -> None:
-        if isinstance(tree, dict):
-            if not tree:
-                flat[prefix + "/"] = np.zeros(0)  # keeps an empty dict (e.g. no model_state)
-            for k, v in tree.items():
-                if "/" in str(k):
-                    raise ValueError(f"variable name {k!r} contains '/'")
-                walk(f"{prefix}/{k}" if prefix else str(k), v)
-        else:
-            flat[prefix] = np.asarray(tree)
-
-    walk("", variables)
-    with files.atomic_path(path) as tmp:
-        np.savez(tmp, **flat)
-
-
-def load_variables(path: str) -> dict[str, Any]:
-    """The nested dicts `save_variables` wrote."""
-    out: dict[str, Any] = {}
-    with np.load(path) as z:
-        for key in z.files:
-            *parents, leaf = key.split("/")
-            node = out
-            for p in parents:
-                node = node.setdefault(p, {})
-            if leaf:
-                node[leaf] = z[key]
-    return out
-
-
-def is_bundle(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, METADATA)) and os.path.isfile(
-        os.path.join(path, VARIABLES))
-
-
-def load_bundle_run(path: str) -> tuple[Any, dict[str, Any], int]:
-    """(config, {"params", "model_state"}, checkpoint step) of a bundle, like a run's."""
-    import ml_collections
-
-    config = ml_collections.ConfigDict(files.read_json(os.path.join(path, "config.json")))
-    meta = files.read_json(os.path.join(path, METADATA))
-    variables = load_variables(os.path.join(path, VARIABLES))
-    return config, {"params": variables.get("params", {}),
-                    "model_state": variables.get("model_state", {})}, meta["checkpoint_step"]
 
 
 # ----------------------------------------------------------------------------- metadata
@@ -132,20 +89,16 @@ def versions() -> dict[str, Any]:
 
 def metadata(results: dict[str, Any], *, step: int, workdir: str, config: dict[str, Any],
              target_metric: str, target: float) -> dict[str, Any]:
-    """metadata.json without the file list: what the bundle is and how good it is."""
-    deployed, test = "model", results.get("test", {})
-    models = ["model"]
-    ens = results.get("ensemble")
-    if ens:  # predict uses the combination chosen on validation: report its scores
-        deployed, models = ens["chosen"], [*ens["members"], "hard_vote", "soft_vote"]
-        test = ens["models"][deployed]["test"]
-    value = test.get(target_metric)
+    """metadata.json without the file list: what the bundle is and how good it is (the
+    deployed model's test metrics, `run_files.deployed`, and the network's when another
+    model is deployed)."""
+    model = deployed(results)
+    value = model["test"].get(target_metric)
     return {
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "system": config.get("task"), "source_workdir": workdir, "checkpoint_step": step,
-        "models": models, "deployed": deployed, "test": test,
-        "transformer_test": results.get("test", {}) if ens else None,
-        "ensemble_summary": ens.get("summary") if ens else None,
+        "models": model["models"], "deployed": model["model"], "test": model["test"],
+        "network_test": results.get("test", {}) if model["model"] != NETWORK else None,
         "target": {"metric": target_metric, "threshold": target, "value": value},
         "target_achieved": value is not None and value >= target,
         "versions": versions(),
@@ -248,15 +201,17 @@ def _new_version(dest: LocalStore | S3Store) -> str:
     return version
 
 
-def build_bundle(workdir: str, out_dir: str, *, target_metric: str = "accuracy",
-                 target: float = 0.95) -> dict[str, Any]:
-    """Writes a finished run's bundle into the empty directory `out_dir`; returns metadata."""
-    from jaxtrain.predict import load_run
-
+def build_bundle(workdir: str, out_dir: str, *, target_metric: str | None = None,
+                 target: float | None = None) -> dict[str, Any]:
+    """Writes a finished run's bundle into the empty directory `out_dir`; returns metadata.
+    The target check defaults to the system's (`System.export_target`)."""
     workdir = os.path.abspath(os.path.expanduser(workdir))
-    results = files.read_json(os.path.join(workdir, "results.json"),
-                              missing="no results.json: export a finished run")
-    config, variables, step = load_run(workdir)
+    results = files.read_json(os.path.join(workdir, RESULTS_FILE),
+                              missing=f"no {RESULTS_FILE}: export a finished run")
+    config, variables, step = load_trained(workdir)
+    default_metric, default_target = load_system(config.task).export_target
+    target_metric = target_metric or default_metric
+    target = default_target if target is None else target
     for name in sorted(os.listdir(workdir)):
         src = os.path.join(workdir, name)
         if name in SKIPPED or name.startswith(".") or ".tmp" in name:
@@ -285,8 +240,8 @@ def _storage_errors(url: str) -> Iterator[None]:
         raise
 
 
-def export(workdir: str, to: str, *, target_metric: str = "accuracy", target: float = 0.95
-           ) -> dict[str, Any]:
+def export(workdir: str, to: str, *, target_metric: str | None = None,
+           target: float | None = None) -> dict[str, Any]:
     """Exports a finished run to a new version under `to`; returns {url, version,
     target_achieved, target}."""
     with tempfile.TemporaryDirectory(prefix="jaxtrain-export-") as tmp, _storage_errors(to):
@@ -349,9 +304,10 @@ if __name__ == "__main__":
     flags.DEFINE_string("workdir", None, "A finished training run's workdir.")
     flags.DEFINE_string("to", None, "A local directory, file://DIR or s3://bucket/prefix; the "
                         "bundle goes to <to>/<UTC timestamp>/.")
-    flags.DEFINE_string("target_metric", "accuracy", "Test metric of the target check.")
-    flags.DEFINE_float("target", 0.95, "target_achieved = metric >= target (the fire seed's "
-                       "0.95 accuracy).")
+    flags.DEFINE_string("target_metric", None, "Test metric of the target check (default: "
+                        "the system's, System.export_target).")
+    flags.DEFINE_float("target", None, "target_achieved = metric >= target (default: the "
+                       "system's threshold, System.export_target).")
     import jax
 
     jax.config.update("jax_platforms", "cpu")  # reading a checkpoint needs no accelerator

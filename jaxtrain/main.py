@@ -1,9 +1,12 @@
-"""Command line: `jaxtrain --config=fire --workdir=runs/fire` (or `python -m jaxtrain.main`).
+"""Training from the command line: `jaxtrain train --config=NAME --workdir=DIR` (also
+`jaxtrain --config=...` and `python -m jaxtrain.main`; `jaxtrain config` prints the resolved
+config instead, `jaxtrain.command`).
 
 `jaxtrain --help` lists the configs and their variants. Config overrides:
 `--config.train.batch_size=512`. Rerunning with the same workdir resumes (or reports that the
-run has finished). Errors in the user's input end with one line on stderr and exit status 2;
-SIGTERM/SIGINT save a checkpoint and exit with 128 + signal.
+run has finished; `--train_further` with a larger `train.epochs` trains it on). Errors in the
+user's input end with one line on stderr and exit status 2; SIGTERM/SIGINT save a checkpoint
+and exit with 128 + signal.
 """
 
 from __future__ import annotations
@@ -20,15 +23,20 @@ from ml_collections import config_flags
 
 from jaxtrain import config_files
 from jaxtrain.cli import describe, fail, is_user_error, quiet_library_logs
+from jaxtrain.run_files import NETWORK, RESULTS_FILE, deployed
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "A shipped config by name (fire, das:tcn) or a config file by path "
-    "(configs/das.py:tcn, my_config.py), with overrides --config.KEY=VALUE.", lock_config=True)
+    "config", None, "A shipped config by name (NAME or NAME:VARIANT, listed above) or a "
+    "config file by path (configs/NAME.py:VARIANT, my_config.py), with overrides "
+    "--config.KEY=VALUE.", lock_config=True)
 # ml_collections' flag (it makes the --config.KEY overrides) with a parser that takes names too.
 flags.FLAGS["config"].parser = config_files.ConfigFlagParser()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results; "
                                "rerun with the same one to resume.")
-flags.mark_flags_as_required(["config", "workdir"])
+_TRAIN_FURTHER = flags.DEFINE_bool(
+    "train_further", False, "Train a finished run on to a larger --config.train.epochs (from "
+    "its last checkpoint, at its schedule's final learning rate); its results.json is kept as "
+    "results.epochs_<N>.json and the new one records it.")
 
 ABOUT = """\
 jaxtrain trains a detection, classification or segmentation model on one of its systems'
@@ -37,15 +45,31 @@ sharded, jitted train step on every local device (GPU, TPU or CPU), checkpoints 
 exactly, TensorBoard logs, and a test report with the best checkpoint at the end
 (WORKDIR/results.json, predictions and figures)."""
 
-EXAMPLES = """\
+def examples() -> str:
+    """Example commands, with the shipped configs' names (`usage`)."""
+    names = config_files.names()
+    name = names[0]
+    varied = next((n for n in names if config_files.variants(
+        config_files.load_module(config_files.find(n)))), name)
+    variant = (config_files.variants(config_files.load_module(config_files.find(varied)))
+               or ("",))[-1]
+    spec = f"{varied}:{variant}" if variant else varied
+    return f"""\
 Train:
-  jaxtrain --config=fire --workdir=runs/fire
-  jaxtrain --config=das:bilstm --workdir=runs/das_bilstm --config.train.epochs=10
-  jaxtrain --config=my_config.py --workdir=runs/mine    (start from a copy of a shipped one)
+  jaxtrain train --config={name} --workdir=runs/{name}
+  jaxtrain train --config={spec} --workdir=runs/{varied}_{variant} --config.train.epochs=10
+  jaxtrain train --config=my_config.py --workdir=runs/mine   (start from a copy of a shipped one)
+  jaxtrain config --config={name} --config.train.epochs=3    (print the resolved config)
 Resume: rerun the same command with the same --workdir. An interrupted run (SIGTERM, a
-  crash) continues from its last checkpoint; a finished run only prints its results.
-Predict with a trained run:
-  python -m jaxtrain.predict --workdir=runs/fire --input=NEW_FILE_OR_DIR --output=preds.csv"""
+  crash) continues from its last checkpoint; a finished run only prints its results, unless
+  --train_further asks for more epochs (--config.train.epochs larger than it trained).
+Predict with a trained run (or an exported bundle):
+  jaxtrain predict --workdir=runs/{name} --input=NEW_FILE_OR_DIR --output=preds.csv
+  (also: python -m jaxtrain.predict --workdir=... with the same flags)
+Other commands: {", ".join(f"jaxtrain {c}" for c in COMMANDS)}; each takes --help."""
+
+
+COMMANDS = ("train", "predict", "evaluate", "export", "report", "config")
 
 HELP_FLAGS = ("-h", "-help", "--help", "-?", "--helpshort", "-helpshort")
 
@@ -59,12 +83,13 @@ def validate(config, system) -> None:
         system.validate(config)
 
 
-def run(config, workdir: str, on_step=None) -> dict:
+def run(config, workdir: str, on_step=None, train_further: bool = False) -> dict:
     """Everything after flag parsing; importable so tests and notebooks can call it.
 
     Order matters: the config is validated and compared with the workdir's saved one before
     anything is written; then the workdir is locked, the data are built, and config.json is
-    written once, for a new run only.
+    written once, for a new run only. `train_further`: a finished run trains on to
+    `config.train.epochs` (more than it trained) instead of reporting its results.
     """
     import jax
 
@@ -75,21 +100,25 @@ def run(config, workdir: str, on_step=None) -> dict:
     system = load_system(config.task)
     validate(config, system)
     workdir = workdirs.resolve(workdir)
-    saved = workdirs.check_identity(workdir, config)  # reads only
+    saved = workdirs.check_identity(workdir, config, system.safe_to_change)  # reads only
     d = config.distributed
     sharding.maybe_initialize_distributed(d.coordinator_address, d.num_processes,
                                           d.process_id, d.enabled)
     config_checks.check_devices(config, jax.device_count())
-    results_path = os.path.join(workdir, "results.json")
-    if saved is not None and os.path.exists(results_path):
-        logging.info("this run already finished; its results are in %s (use a new --workdir "
-                     "to train again)", results_path)
+    results_path = os.path.join(workdir, RESULTS_FILE)
+    finished = saved is not None and os.path.exists(results_path)
+    if finished and not train_further:
+        logging.info("this run already finished; its results are in %s (a new --workdir "
+                     "trains again; --train_further with a larger --config.train.epochs "
+                     "trains it on)", results_path)
         return files.read_json(results_path) | {"already_finished": True}
+    further = workdirs.check_further(workdir, config) if finished else None
     is_main = jax.process_index() == 0
     created = not os.path.exists(workdir)
     workdirs.make(workdir)
     with workdirs.locked(workdir) if is_main else contextlib.nullcontext():
-        saved = workdirs.check_identity(workdir, config)  # again, now that we hold the lock
+        # again, now that we hold the lock
+        saved = workdirs.check_identity(workdir, config, system.safe_to_change)
         if saved is None and is_main and workdirs.saved_config(workdir) is not None:
             removed = workdirs.clear_unstarted(workdir)
             logging.info("workdir %s held a start that never took a step, with another "
@@ -103,9 +132,11 @@ def run(config, workdir: str, on_step=None) -> dict:
             raise
         if is_main:
             workdirs.write_config(workdir, config)
+            if further is not None:  # after the build: a failed one leaves the run as it was
+                workdirs.set_aside_results(workdir, further)
         return train.train_and_evaluate(
             config, workdir, task, on_step=on_step,
-            schedule_epochs=workdirs.schedule_epochs(saved, config))
+            schedule_epochs=workdirs.schedule_epochs(saved, config), further=further)
 
 
 def main(argv: list[str]) -> None:
@@ -114,6 +145,8 @@ def main(argv: list[str]) -> None:
         fail(f"unexpected arguments: {' '.join(argv[1:])}")
     config = _CONFIG.value
     workdir = _WORKDIR.value
+    if config is None or workdir is None:
+        fail(f"--{'config' if config is None else 'workdir'} is required (jaxtrain --help)")
     import jax
 
     from jaxtrain.train import Diverged, Interrupted
@@ -124,7 +157,7 @@ def main(argv: list[str]) -> None:
                       os.path.join(os.path.expanduser(config.data.cache_dir), "xla"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     try:
-        results = run(config, workdir)
+        results = run(config, workdir, train_further=_TRAIN_FURTHER.value)
     except Interrupted as e:
         logging.warning("%s", e)
         print(f"jaxtrain: {e}", file=sys.stderr)
@@ -135,32 +168,64 @@ def main(argv: list[str]) -> None:
         if not is_user_error(e):
             raise  # a bug: keep the traceback
         fail(describe(e), hard=True)
-    # Runs finished before `headline` was recorded print every test metric.
-    summary = {k: results["test"].get(k) for k in results.get("headline", results["test"])}
+    print_summary(results, os.path.join(workdir, RESULTS_FILE))
+
+
+def print_summary(results: dict, results_path: str) -> None:
+    """The deployed model's headline test metrics (every test metric for runs from before
+    `headline` was recorded), the network's when another model is deployed, the baseline's."""
+    model = deployed(results)
+    keys = [k for k in results.get("headline", model["test"]) if k in model["test"]]
     if results.get("already_finished"):
-        print(f"already finished: {os.path.join(workdir, 'results.json')}")
-    print("test: " + json.dumps(summary))
+        print(f"already finished: {results_path}")
+    print(f"test ({model['model']}): " + _short({k: model["test"][k] for k in keys}))
+    if model["model"] != NETWORK:
+        print(f"test ({NETWORK}): " + _short({k: results["test"].get(k) for k in keys}))
     if "baseline" in results:
-        # Its scalar scores (fire: accuracy, macro F1; glaucoma: AUC, pAUC, sensitivity).
-        print("baseline: " + json.dumps({k: v for k, v in results["baseline"].items()
-                                         if isinstance(v, int | float)}))
-    if "ensemble" in results:  # fire's ML ensemble: test scores, and what predict uses
-        ens = results["ensemble"]
-        print("ensemble: " + json.dumps({"chosen": ens["chosen"], **ens["summary"]}))
+        print("baseline: " + _short({k: v for k, v in results["baseline"].items()
+                                     if isinstance(v, int | float)}))
+    print(f"every metric: {results_path}")
+
+
+def _short(metrics: dict) -> str:
+    """JSON with 4 significant digits (results.json keeps the exact values)."""
+    return json.dumps({k: float(f"{v:.4g}") if isinstance(v, float) else v
+                       for k, v in metrics.items()})
+
+def print_config(argv: list[str]) -> None:
+    """`jaxtrain config --config=NAME [--config.KEY=VALUE ...]`: the resolved config as JSON,
+    after the checks a run makes (an invalid value is the one-line error a run would give)."""
+    quiet_library_logs()
+    if len(argv) > 1:
+        fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    config = _CONFIG.value
+    if config is None:
+        fail("--config is required (jaxtrain --help)")
+    from jaxtrain.task import load_system
+
+    try:
+        validate(config, load_system(config.task))
+    except Exception as e:
+        if not is_user_error(e):
+            raise
+        fail(describe(e))
+    print(config.to_json_best_effort(indent=2))
 
 
 def usage() -> str:
     """`jaxtrain --help`: what it does, the shipped configs, example commands, the flags."""
     return "\n\n".join([
-        "USAGE: jaxtrain --config=CONFIG --workdir=WORKDIR [--config.KEY=VALUE ...]",
+        "USAGE: jaxtrain [train] --config=CONFIG --workdir=WORKDIR [--config.KEY=VALUE ...]\n"
+        "       jaxtrain COMMAND --help   (COMMAND: " + ", ".join(COMMANDS) + ")\n"
+        "       jaxtrain --version",
         ABOUT,
         "Configs (--config=NAME or NAME:VARIANT, or the path of a config file; shipped in\n"
         f"{config_files.shipped_dir()}):\n{config_files.catalogue()}",
-        EXAMPLES,
+        examples(),
         "Flags:\n" + "\n".join(textwrap.fill(flags.FLAGS[flag.name].help, 96,
-                                              initial_indent=f"  --{flag.name:<10}",
-                                              subsequent_indent=" " * 14)
-                                for flag in (_CONFIG, _WORKDIR)),
+                                              initial_indent=f"  --{flag.name:<14}",
+                                              subsequent_indent=" " * 18)
+                                for flag in (_CONFIG, _WORKDIR, _TRAIN_FURTHER)),
         "Try --helpfull for every flag (logging and the libraries' own)."])
 
 
@@ -185,6 +250,10 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def entry_point() -> None:
     app.run(main, flags_parser=parse_flags)
+
+
+def config_entry_point() -> None:
+    app.run(print_config, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

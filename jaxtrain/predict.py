@@ -13,34 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
 
-import ml_collections
 from absl import app, flags
 
-from jaxtrain import checkpoint, export, files
+from jaxtrain import export
 from jaxtrain.cli import fail, run_cli
+from jaxtrain.run_files import load_trained
 from jaxtrain.task import load_system
-
-
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-    """The config a run was trained with (its workdir's config.json)."""
-    config_path = os.path.join(os.path.abspath(os.path.expanduser(workdir)), "config.json")
-    return ml_collections.ConfigDict(
-        files.read_json(config_path, missing="not a jaxtrain run (no config.json)"))
-
-
-def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, dict[str, Any], int]:
-    """(config, {"params", "model_state"}, step) of a finished or interrupted run, or of an
-    exported bundle (`jaxtrain.export`)."""
-    workdir = os.path.abspath(os.path.expanduser(workdir))
-    if export.is_bundle(workdir):
-        return export.load_bundle_run(workdir)
-    config = load_config(workdir)
-    es = config.early_stopping
-    variables, step = checkpoint.load_for_inference(os.path.join(workdir, "checkpoints"),
-                                                    best_metric=es.metric, best_mode=es.mode)
-    return config, variables, step
 
 
 def predict(workdir: str, input_path: str, output_path: str, batch_size: int = 0) -> dict:
@@ -49,7 +28,7 @@ def predict(workdir: str, input_path: str, output_path: str, batch_size: int = 0
     if not os.path.exists(input_path):
         raise FileNotFoundError(f"input not found: {input_path}")
     workdir = export.local_bundle(workdir)
-    config, variables, step = load_run(workdir)
+    config, variables, step = load_trained(workdir)
     summary = load_system(config.task).predict(config, variables, input_path, output_path,
                              batch_size or config.train.eval_batch_size,
                              workdir=os.path.abspath(os.path.expanduser(workdir)))

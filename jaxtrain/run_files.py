@@ -12,7 +12,6 @@ import csv
 import dataclasses
 import functools
 import glob
-import json
 import math
 import os
 import struct
@@ -20,8 +19,22 @@ from typing import Any
 
 import numpy as np
 
-PREDICTIONS_DIR = "predictions"  # as jaxtrain.evaluate writes them (no jax import here)
+from jaxtrain import files
 
+PREDICTIONS_DIR = "predictions"  # as jaxtrain.evaluate writes them (no jax import here)
+RESULTS_FILE = "results.json"
+CONFIG_FILE = "config.json"
+NETWORK = "network"  # the trained network's name where a run deploys it
+METADATA = "metadata.json"  # an exported bundle's (jaxtrain.export)
+VARIABLES = "variables.npz"
+
+
+def deployed(results: dict[str, Any]) -> dict[str, Any]:
+    """The model a finished run deploys (predict and export use it; its test metrics are the
+    headline): {"model": name, "models": every model the run holds, "test": metrics}. Runs
+    from before results.json recorded it deploy the network."""
+    return results.get("deployed") or {"model": NETWORK, "models": [NETWORK],
+                                       "test": results.get("test", {})}
 
 
 @dataclasses.dataclass
@@ -69,11 +82,11 @@ class RunFiles:
         return np.asarray(e), np.asarray(v)
 
     def headline(self) -> dict[str, float]:
-        """The run's headline test metrics (results.json), in the system's order; {} while
-        the run is still training."""
+        """The deployed model's headline test metrics (results.json), in the system's order;
+        {} while the run is still training."""
         if self.results is None:
             return {}
-        test = self.results.get("test", {})
+        test = deployed(self.results)["test"]
         keys = [k for k in self.results.get("headline", []) if k in test] or sorted(test)
         return {k: test[k] for k in keys if isinstance(test[k], int | float)}
 
@@ -82,13 +95,87 @@ def load_run(workdir: str) -> RunFiles:
     """The saved files of `workdir`; FileNotFoundError when it holds neither a config.json
     nor a history.csv (not a jaxtrain workdir)."""
     workdir = os.path.abspath(workdir)
-    config = _json(os.path.join(workdir, "config.json"))
+    config = _json(os.path.join(workdir, CONFIG_FILE))
     history = read_history(os.path.join(workdir, "history.csv"))
     if config is None and not history:
         raise FileNotFoundError(f"{workdir}: no config.json or history.csv (not a jaxtrain "
                                 "workdir, or a run that has not started yet)")
     return RunFiles(workdir=workdir, config=config or {},
-                    results=_json(os.path.join(workdir, "results.json")), history=history)
+                    results=_json(os.path.join(workdir, RESULTS_FILE)), history=history)
+
+
+def load_config(workdir: str) -> Any:
+    """The `ml_collections.ConfigDict` a run (or bundle) was trained with: its config.json."""
+    import ml_collections
+
+    path = os.path.join(os.path.abspath(os.path.expanduser(workdir)), CONFIG_FILE)
+    return ml_collections.ConfigDict(files.read_json(path, missing="not a jaxtrain run (no "
+                                                              f"{CONFIG_FILE})"))
+
+
+def load_trained(workdir: str) -> tuple[Any, dict[str, Any], int]:
+    """(config, {"params", "model_state"} as host arrays, step) of a finished or interrupted
+    run (its best checkpoint, else its latest) or of an exported bundle's directory."""
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    if is_bundle(workdir):
+        return load_bundle_run(workdir)
+    from jaxtrain import checkpoint  # orbax and jax: only where a checkpoint is read
+
+    config = load_config(workdir)
+    es = config.early_stopping
+    variables, step = checkpoint.load_for_inference(os.path.join(workdir, "checkpoints"),
+                                                    best_metric=es.metric, best_mode=es.mode)
+    return config, variables, step
+
+
+def save_variables(path: str, variables: dict[str, Any]) -> None:
+    """Nested dicts of arrays -> one .npz, keys "params/block/kernel"."""
+    flat: dict[str, np.ndarray] = {}
+
+    def walk(prefix: str, tree: Any) -> None:
+        if isinstance(tree, dict):
+            if not tree:
+                flat[prefix + "/"] = np.zeros(0)  # keeps an empty dict (e.g. no model_state)
+            for k, v in tree.items():
+                if "/" in str(k):
+                    raise ValueError(f"variable name {k!r} contains '/'")
+                walk(f"{prefix}/{k}" if prefix else str(k), v)
+        else:
+            flat[prefix] = np.asarray(tree)
+
+    walk("", variables)
+    with files.atomic_path(path) as tmp:
+        np.savez(tmp, **flat)
+
+
+def load_variables(path: str) -> dict[str, Any]:
+    """The nested dicts `save_variables` wrote."""
+    out: dict[str, Any] = {}
+    with np.load(path) as z:
+        for key in z.files:
+            *parents, leaf = key.split("/")
+            node = out
+            for p in parents:
+                node = node.setdefault(p, {})
+            if leaf:
+                node[leaf] = z[key]
+    return out
+
+
+def is_bundle(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, METADATA)) and os.path.isfile(
+        os.path.join(path, VARIABLES))
+
+
+def load_bundle_run(path: str) -> tuple[Any, dict[str, Any], int]:
+    """(config, {"params", "model_state"}, checkpoint step) of a bundle, like a run's."""
+    import ml_collections
+
+    config = ml_collections.ConfigDict(files.read_json(os.path.join(path, CONFIG_FILE)))
+    meta = files.read_json(os.path.join(path, METADATA))
+    variables = load_variables(os.path.join(path, VARIABLES))
+    return config, {"params": variables.get("params", {}),
+                    "model_state": variables.get("model_state", {})}, meta["checkpoint_step"]
 
 
 def read_history(path: str) -> list[dict[str, float]]:
@@ -172,10 +259,7 @@ def _float(value: str | None) -> float:
 
 
 def _json(path: str) -> Any:
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
+    return files.read_json(path, default=None)
 
 
 def _predictions(path: str) -> dict[str, np.ndarray] | None:

@@ -19,6 +19,15 @@ from jax.sharding import PartitionSpec as P
 DATA_AXES = ("data", "fsdp")  # the batch is split over both axes
 
 
+def queued_steps_can_deadlock(mesh: Mesh) -> bool:
+    """True where several queued executions of a step with collectives can deadlock: XLA:CPU
+    with more than one device. There an all-reduce's rendezvous waits for a device thread that
+    never comes (reproduced with a bare jitted psum step on 8 forced CPU devices, jaxlib
+    0.10.2: aborts within 20k async steps; none with at most two in flight). The train loop
+    then waits for the step before the one it just dispatched."""
+    return mesh.devices.size > 1 and mesh.devices.flat[0].platform == "cpu"
+
+
 def maybe_initialize_distributed(coordinator_address: str = "", num_processes: int = 0,
                                  process_id: int = -1, enabled: bool = False) -> None:
     """Calls `jax.distributed.initialize` when asked to, or when a cluster is detected.

@@ -114,6 +114,13 @@ class System:
     # Checks the system's own config keys before anything is read or written; raises
     # `config_checks.ConfigValueError` (one line: key, value, what is allowed).
     validate: Callable[[ml_collections.ConfigDict], None] | None = None
+    # Config keys (a prefix ends with ".") a rerun may change without making it another run,
+    # beyond the core's `workdir.SAFE_TO_CHANGE`: how the system's own stages are run, never
+    # what they compute.
+    safe_to_change: tuple[str, ...] = ()
+    # An export's acceptance check (`target_achieved` in a bundle's metadata.json): this test
+    # metric of the deployed model (results.json "deployed") against this threshold.
+    export_target: tuple[str, float] = ("accuracy", 0.95)
 
 
 def load_system(name: str) -> System:

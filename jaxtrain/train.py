@@ -14,7 +14,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -29,9 +29,11 @@ from jaxtrain import config_checks, epoch_images, files, optim, phases, writers
 from jaxtrain import evaluate as evaluate_lib
 from jaxtrain import report as report_lib
 from jaxtrain import sharding as shd
+from jaxtrain import workdir as workdirs
 from jaxtrain.checkpoint import Checkpointer, abstract_like, all_finite
 from jaxtrain.cli import environment_error
 from jaxtrain.data import device, pipeline
+from jaxtrain.run_files import NETWORK, RESULTS_FILE
 from jaxtrain.task import Task, evaluate
 from jaxtrain.train_step import (
     FIRST_NONFINITE_STEP,
@@ -205,6 +207,11 @@ class _DeviceSums:
                        f"step {step}); the latest checkpoint is the last good one. Lower "
                        "optim.learning_rate or check the data for NaNs")
 
+    def running_mean(self, loop: LoopState, key: str) -> float:
+        """The epoch's mean of `key` so far: the loop's flushed sums and those on device."""
+        pending = float(jax.device_get(self.total[key])) if self.total is not None else 0.0
+        return (loop.epoch_sums.get(key, 0.0) + pending) / max(loop.epoch_steps + self.count, 1)
+
     def flush_into(self, loop: LoopState, step: int, params: Any) -> None:
         if self.total is not None:
             self.check(step, params)
@@ -333,6 +340,7 @@ class _Run:
     stop: _StopFlag
     setup: dict[str, Any]
     loop: LoopState = dataclasses.field(default_factory=LoopState)
+    epoch_started: float = dataclasses.field(default_factory=time.monotonic)
 
     @property
     def step(self) -> int:
@@ -418,25 +426,34 @@ def setup(config: ml_collections.ConfigDict, workdir: str, task: Task,
 # ----------------------------------------------------------------------------- the run
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Task, *,
                        on_step: Callable[[int], None] | None = None,
-                       schedule_epochs: int | None = None) -> dict[str, Any]:
+                       schedule_epochs: int | None = None,
+                       further: dict[str, Any] | None = None) -> dict[str, Any]:
     """Trains `task` as `config` says, resuming from `workdir` if it holds a checkpoint.
 
     `on_step(step)` runs on the host after each step is dispatched (custom logging, tests).
-    `schedule_epochs`: see `setup`.
+    `schedule_epochs`: see `setup`. `further`: a finished run trained on
+    (`workdir.check_further`): early stopping starts over and results.json records it.
     """
     workdir = os.path.abspath(workdir)
-    results_path = os.path.join(workdir, "results.json")
-    if os.path.exists(results_path):
-        logging.info("this run already finished; its results are in %s (use a new --workdir "
-                     "to train again)", results_path)
-        with open(results_path) as f:
-            return json.load(f) | {"already_finished": True}
+    results_path = os.path.join(workdir, RESULTS_FILE)
+    finished = workdirs.finished_results(workdir)
+    if finished is not None:
+        logging.info("this run already finished; its results are in %s", results_path)
+        return finished
     t0 = time.monotonic()
     run = setup(config, workdir, task, schedule_epochs)
     run.loop.times["setup_s"] = run.loop.times.get("setup_s", 0.0) + time.monotonic() - t0
+    if further is not None and run.loop.epoch == further["from_epochs"]:
+        run.loop.stopped_early, run.loop.epochs_since_best = False, 0
+        logging.info("training further: epochs %d to %d (the results of %d epochs are kept "
+                     "in %s)", further["from_epochs"] + 1, further["to_epochs"],
+                     further["from_epochs"], further["previous_results"])
     try:
         _train(run, on_step)
         results = _test(run)
+        if further is not None:
+            record = {k: v for k, v in further.items() if k != "earlier"}
+            results["trained_further"] = [*further["earlier"], record]
         if jax.process_index() == 0:
             files.write_json_atomic(results_path, results)
             if config.train.report:  # report.html; a failure is a warning, not a failed run
@@ -463,12 +480,14 @@ def _train(run: _Run, on_step: Callable[[int], None] | None) -> None:
     metric = config.early_stopping.metric
     every_steps = config.checkpoint.every_steps
     progress = writers.Progress(run.total_steps, config.train.batch_size,
-                                config.train.log_every_s)
+                                config.train.log_every_s, epochs=config.train.epochs)
     progress.start(run.step)
     # Step metrics summed on device: no host sync per step.
     sums = _DeviceSums(skip_nonfinite=bool(config.optim.skip_nonfinite_steps))
     step = run.step
     first_step_done = False
+    bounded_queue = shd.queued_steps_can_deadlock(run.mesh)
+    previous = None  # the step before the last one dispatched, waited for on bounded_queue
     profiler = _StepProfiler(config.train.profile_steps, run.workdir)
     try:
         while True:
@@ -486,13 +505,21 @@ def _train(run: _Run, on_step: Callable[[int], None] | None) -> None:
                 batch = next(run.feeder)
             with profiler.step(step + 1):
                 if not first_step_done:  # compiles the step: timed apart, waited for
+                    logging.info("compiling the train step (its first call)...")
+                    t_compile = time.monotonic()
                     with run.timed("compile_s"):
                         run.state, metrics = run.train_step(run.state, batch)
                         jax.block_until_ready(metrics)
+                    logging.info("train step compiled and run once in %.1f s",
+                                 time.monotonic() - t_compile)
                     first_step_done = True
+                    progress.start(step + 1)  # the ETA counts steady steps only
                 else:
                     with run.timed("train_steps_s"):
                         run.state, metrics = run.train_step(run.state, batch)
+                        if bounded_queue and previous is not None:
+                            jax.block_until_ready(previous)
+                    previous = metrics
             step += 1
             profiler.after(step, (run.state, metrics))
             sums.add(metrics)
@@ -507,7 +534,7 @@ def _train(run: _Run, on_step: Callable[[int], None] | None) -> None:
             if progress.due():
                 host_metrics = _scalars(jax.device_get(metrics))
                 rate = progress.rate(step)
-                progress.line(step, loop.epoch, float(host_metrics["loss"]), rate)
+                progress.line(step, loop.epoch + 1, sums.running_mean(loop, "loss"), rate)
                 # Single steps under their own tags: train/ holds the epoch means (history.csv).
                 run.writer.scalars(step, {"train_step/" + k: v for k, v in host_metrics.items()}
                                    | rate | _memory())
@@ -569,9 +596,23 @@ def _end_of_epoch(run: _Run, skipped: int = 0) -> None:
     _early_stopping(loop, value, es)
     if config.reduce_on_plateau.enabled:
         _reduce_on_plateau(run, value)
-    logging.info("epoch %d: %s", loop.epoch,
-                 " ".join(f"{k}={v:.4f}" for k, v in row.items()
-                          if isinstance(v, float) and k.startswith(("val/", "train/loss"))))
+    logging.info("%s", epoch_line(row, config.train.epochs, run.task.headline, es.metric,
+                                  improved=loop.epochs_since_best == 0,
+                                  seconds=time.monotonic() - run.epoch_started))
+    run.epoch_started = time.monotonic()
+
+
+def epoch_line(row: dict[str, Any], epochs: int, headline: Sequence[str], metric: str, *,
+               improved: bool, seconds: float) -> str:
+    """One short line per epoch: train loss, the headline validation metrics (and the early-
+    stopping one), 4 significant digits, the epoch's time and whether it is the best so far
+    (its checkpoint is the one tested). Every metric is in history.csv and TensorBoard."""
+    keys = list(dict.fromkeys([*(f"val/{k}" for k in headline), metric]))
+    shown = " ".join(f"{k.removeprefix('val/')} {row[k]:.4g}" for k in keys
+                     if isinstance(row.get(k), int | float))
+    best = f"; best {metric} so far" if improved else ""
+    return (f"epoch {row['epoch']}/{epochs} ({seconds:.1f} s): train loss "
+            f"{row.get('train/loss', math.nan):.4g}; val {shown}{best}")
 
 
 def _improved(value: float, best: float | None, mode: str, min_delta: float) -> bool:
@@ -618,7 +659,9 @@ def _test(run: _Run) -> dict[str, Any]:
         test_metrics, report = evaluate(task.evaluators, test_outputs, val_outputs)
     results = {"test": test_metrics, "test_report": report, "headline": list(task.headline),
                "best_step": best, "final_step": final_step, "epochs_trained": run.loop.epoch,
-               "stopped_early": run.loop.stopped_early, "setup": run.setup, "data": task.data}
+               "stopped_early": run.loop.stopped_early, "setup": run.setup, "data": task.data,
+               # what predict and export use; an after_training stage may deploy another
+               "deployed": {"model": NETWORK, "models": [NETWORK], "test": test_metrics}}
     if task.baseline is not None:
         results["baseline"] = task.baseline()
     if is_main:

@@ -3,7 +3,8 @@
 `config.json` is written once, when a run starts in a new workdir. A rerun compares its
 config with the saved one before anything in the workdir is touched: the same config (or one
 that differs only in `SAFE_TO_CHANGE` keys) resumes or reports the finished run; anything else
-stops with one line listing the differing keys. A lock file (pid and host of its owner) keeps
+stops with one line listing the differing keys (a system adds its own safe keys:
+`System.safe_to_change`). A lock file (pid and host of its owner) keeps
 a second process out; the lock of a process that has died is taken over.
 """
 
@@ -16,14 +17,14 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import ml_collections
 
 from jaxtrain import files
+from jaxtrain.run_files import CONFIG_FILE, RESULTS_FILE, deployed
 
-CONFIG_FILE = "config.json"
 LOCK_FILE = ".lock"
 
 # Keys a rerun may change without making it another run. Logging cadence, input workers,
@@ -42,12 +43,6 @@ SAFE_TO_CHANGE = (
     "checkpoint.every_steps",
     "checkpoint.keep_every_steps",
     "distributed.",
-    # violence: how its feature-extraction stage is parallelized and reports progress
-    "data.decode_workers",
-    "data.progress_every_s",
-    "data.synthetic.workers",
-    "encoder.batch_frames",
-    "encoder.batch_clips",
 )
 
 # What jaxtrain itself writes into a workdir: a directory holding anything else and no
@@ -83,20 +78,22 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _safe(key: str) -> bool:
-    return any(key == s or (s.endswith(".") and key.startswith(s)) for s in SAFE_TO_CHANGE)
+def _safe(key: str, safe_keys: Sequence[str]) -> bool:
+    return any(key == s or (s.endswith(".") and key.startswith(s))
+               for s in (*SAFE_TO_CHANGE, *safe_keys))
 
 
-def differences(saved: dict[str, Any], config: ml_collections.ConfigDict
-                ) -> tuple[list[str], list[str]]:
-    """(keys that make it another run, safe keys that changed), each `key (saved -> now)`."""
+def differences(saved: dict[str, Any], config: ml_collections.ConfigDict,
+                safe_keys: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+    """(keys that make it another run, safe keys that changed), each `key (saved -> now)`;
+    `safe_keys`: the system's own (`System.safe_to_change`)."""
     old, new = flatten(saved), flatten(config.to_dict())
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k, "<absent>") !=
                      new.get(k, "<absent>"))
     describe = [f"{k} ({old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r})"
                 for k in changed]
-    unsafe = [d for k, d in zip(changed, describe, strict=True) if not _safe(k)]
-    safe = [d for k, d in zip(changed, describe, strict=True) if _safe(k)]
+    unsafe = [d for k, d in zip(changed, describe, strict=True) if not _safe(k, safe_keys)]
+    safe = [d for k, d in zip(changed, describe, strict=True) if _safe(k, safe_keys)]
     return unsafe, safe
 
 
@@ -116,8 +113,10 @@ def saved_config(workdir: str) -> dict[str, Any] | None:
     return saved
 
 
-def check_identity(workdir: str, config: ml_collections.ConfigDict) -> dict[str, Any] | None:
-    """Reads only: raises `WorkdirError` unless `workdir` is new, empty, or holds this run.
+def check_identity(workdir: str, config: ml_collections.ConfigDict,
+                   safe_keys: Sequence[str] = ()) -> dict[str, Any] | None:
+    """Reads only: raises `WorkdirError` unless `workdir` is new, empty, or holds this run
+    (`safe_keys`: the system's own keys a rerun may change, `System.safe_to_change`).
 
     Returns the saved config (None for a new run).
     """
@@ -131,7 +130,7 @@ def check_identity(workdir: str, config: ml_collections.ConfigDict) -> dict[str,
                     f"{CONFIG_FILE}; found {', '.join(foreign[:3])}"
                     f"{', ...' if len(foreign) > 3 else ''}): choose a new or empty directory")
         return None
-    unsafe, _ = differences(saved, config)
+    unsafe, _ = differences(saved, config, safe_keys)
     if unsafe and never_stepped(workdir):
         return None  # a start that failed before its first step: the corrected config wins
     if unsafe:
@@ -148,7 +147,7 @@ def never_stepped(workdir: str) -> bool:
     """True when `workdir` holds no checkpoint step and no results: its run failed to start
     (e.g. "train split has 2 records, fewer than train.batch_size"), so nothing trained there
     binds the config of the next start."""
-    if os.path.exists(os.path.join(workdir, "results.json")):
+    if os.path.exists(os.path.join(workdir, RESULTS_FILE)):
         return False
     checkpoints = os.path.join(workdir, "checkpoints")
     return not (os.path.isdir(checkpoints)
@@ -172,6 +171,41 @@ def clear_unstarted(workdir: str) -> list[str]:
             os.remove(path)
         removed.append(name)
     return removed
+
+
+def finished_results(workdir: str) -> dict[str, Any] | None:
+    """A finished run's results.json (with "already_finished": True), None before it ends."""
+    path = os.path.join(workdir, RESULTS_FILE)
+    if not os.path.exists(path):
+        return None
+    return files.read_json(path) | {"already_finished": True}
+
+
+def check_further(workdir: str, config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """Reads only: what training a finished run further records (results.json
+    "trained_further"), or a `WorkdirError` when `train.epochs` asks for no more epochs."""
+    previous = files.read_json(os.path.join(workdir, RESULTS_FILE))
+    trained = int(previous.get("epochs_trained", 0))
+    wanted = int(config.train.epochs)
+    if wanted <= trained:
+        raise WorkdirError(
+            f"--train_further: train.epochs={wanted} is not more than the {trained} epochs "
+            f"the run in {workdir} trained; ask for more, e.g. "
+            f"--config.train.epochs={trained + max(1, trained // 2)}")
+    return {"from_epochs": trained, "to_epochs": wanted,
+            "previous_results": f"results.epochs_{trained}.json",
+            "previous_best_step": previous.get("best_step"),
+            "previous_test": deployed(previous)["test"],
+            "earlier": previous.get("trained_further", [])}
+
+
+def set_aside_results(workdir: str, further: dict[str, Any]) -> None:
+    """Moves the finished run's results.json to `further["previous_results"]` (kept, never
+    overwritten) so the run trains on; the new results.json records both."""
+    kept = os.path.join(workdir, further["previous_results"])
+    if os.path.exists(kept):
+        raise WorkdirError(f"{kept} exists already: move it away to train this run further")
+    os.replace(os.path.join(workdir, RESULTS_FILE), kept)
 
 
 def schedule_epochs(saved: dict[str, Any] | None, config: ml_collections.ConfigDict) -> int:

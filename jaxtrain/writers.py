@@ -75,10 +75,13 @@ class MetricWriter:
 
 
 class Progress:
-    """Throughput, ETA and a one-line status every `every_s` seconds."""
+    """Throughput, ETA and a one-line status every `every_s` seconds. The clock restarts
+    after the first step (`start` again): the ETA leaves compilation out."""
 
-    def __init__(self, total_steps: int, batch_size: int, every_s: float = 10.0):
+    def __init__(self, total_steps: int, batch_size: int, every_s: float = 10.0,
+                 epochs: int | None = None):
         self.total, self.batch, self.every_s = total_steps, batch_size, every_s
+        self.epochs = epochs
         self._t0 = self._last = time.monotonic()
         self._last_step: int | None = None
 
@@ -99,11 +102,13 @@ class Progress:
                 "perf/step_time_ms": 1e3 / steps_per_s if steps_per_s else float("nan")}
 
     def line(self, step: int, epoch: int, loss: float, rate: dict[str, float]) -> str:
+        """`epoch` counts from 1 (the one in progress); `loss` is the epoch's mean so far."""
         elapsed = time.monotonic() - self._t0
         done = max(step - self._first_step, 1)
         eta = elapsed / done * (self.total - step)
-        msg = (f"[proc {jax.process_index()}] step {step}/{self.total} epoch {epoch} "
-               f"loss {loss:.4f} {rate['perf/samples_per_s']:.0f} samples/s "
+        of = f"/{self.epochs}" if self.epochs else ""
+        msg = (f"[proc {jax.process_index()}] step {step}/{self.total} epoch {epoch}{of} "
+               f"loss {loss:.4g} (epoch mean) {rate['perf/samples_per_s']:.0f} samples/s "
                f"elapsed {_hms(elapsed)} ETA {_hms(eta)}")
         logging.info(msg)
         return msg

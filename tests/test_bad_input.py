@@ -278,7 +278,7 @@ def test_a_stale_lock_is_taken_over_and_a_safe_change_resumes(finished, tmp_path
                                                 workdir=str(workdir))]
     r = _run("jaxtrain.main", args, cwd=str(tmp_path))
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "resumed from step" in r.stderr and "test:" in r.stdout
+    assert "resumed from step" in r.stderr and "test (network): " in r.stdout
     assert not os.path.exists(workdir / ".lock")
     with open(workdir / "config.json") as f:
         assert json.load(f)["train"]["log_every_s"] == 1000.0  # never rewritten
@@ -296,7 +296,7 @@ def test_a_start_that_never_stepped_takes_a_corrected_config(finished, tmp_path)
         assert json.load(f)["train"]["batch_size"] == 100000  # the failed start's
     r = _run("jaxtrain.main", go, cwd=str(tmp_path))
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "never took a step" in r.stderr and "test:" in r.stdout
+    assert "never took a step" in r.stderr and "test (network): " in r.stdout
     with open(workdir / "config.json") as f:
         assert json.load(f)["train"]["batch_size"] == 32  # the run that trained
     r = _run("jaxtrain.main", [*go, "--config.train.batch_size=16"], cwd=str(tmp_path))

@@ -87,7 +87,8 @@ def test_cli_config_errors_end_in_one_line_with_status_2(bad_configs, spec, mess
 
 
 def test_cli_flag_mistakes_end_in_one_line_with_status_2(tmp_path):
-    for args, message in [((), "--config must have a value"),
+    for args, message in [((), "--config is required"),
+                          (("--config=fire",), "--workdir is required"),
                           (("--config=fire", f"--workdir={tmp_path}", "--bogus"), "bogus"),
                           (("--config=fire", f"--workdir={tmp_path}", "--config.seed=x"),
                            "--config.seed=x")]:
@@ -100,8 +101,40 @@ def test_help_lists_configs_variants_and_commands(tmp_path):
     r = _cli("--help", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     for text in ("jaxtrain trains", "das:tcn", "das:bilstm", "das:transformer", "debris:seed",
-                 "--config=fire --workdir=", "Resume", "same --workdir",
-                 "python -m jaxtrain.predict --workdir=", "--config ", "--workdir "):
+                 f"--config={config_files.names()[0]} --workdir=", "Resume", "same --workdir",
+                 "jaxtrain predict --workdir=", "--config ", "--workdir ", "--train_further ",
+                 "jaxtrain config --config="):
         assert text in r.stdout, text
     for name in config_files.names():
         assert f"\n  {name} " in r.stdout, name
+
+
+def _command(*args, cwd):
+    """`python -m jaxtrain ARGS`: the `jaxtrain` command (jaxtrain.command)."""
+    return subprocess.run([sys.executable, "-m", "jaxtrain", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_the_jaxtrain_command_has_version_config_and_subcommands(tmp_path):
+    import json
+
+    r = _command("--version", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.startswith("jaxtrain "), r.stderr
+    r = _command("config", "--config=fire", "--config.train.epochs=3", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    printed = json.loads(r.stdout)
+    assert printed["task"] == "fire" and printed["train"]["epochs"] == 3
+    assert printed == json.loads(config_files.load("fire").to_json_best_effort()) | {
+        "train": printed["train"]}
+    r = _command("config", "--config=fire", "--config.train.epochs=0", cwd=tmp_path)
+    assert r.returncode == 2 and "config.train.epochs=0" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    for command, message in (("predict", "--workdir is required"),
+                             ("export", "--workdir is required")):
+        r = _command(command, cwd=tmp_path)
+        assert r.returncode == 2 and message in r.stderr, (command, r.stderr)
+    r = _command("report", "--help", cwd=tmp_path)
+    assert "--workdir" in r.stdout + r.stderr  # absl prints the help, exit status 1
+    r = _command("--config=fire", cwd=tmp_path)  # no subcommand: train, as before
+    assert r.returncode == 2 and "--workdir is required" in r.stderr, r.stderr
+    assert not any(tmp_path.iterdir())  # nothing written by any of them

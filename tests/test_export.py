@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from jaxtrain import export
+from jaxtrain import export, run_files
 from jaxtrain.predict import predict
 from jaxtrain.tasks.fire.synthetic import generate
 from tests.fire_test_config import ROOT
@@ -43,8 +43,8 @@ def test_variables_round_trip(tmp_path):
     variables = {"params": {"dense": {"kernel": np.arange(6.0).reshape(2, 3),
                                       "bias": np.zeros(3, np.float32)}, "scale": np.ones(2)},
                  "model_state": {}}
-    export.save_variables(str(tmp_path / "v.npz"), variables)
-    back = export.load_variables(str(tmp_path / "v.npz"))
+    run_files.save_variables(str(tmp_path / "v.npz"), variables)
+    back = run_files.load_variables(str(tmp_path / "v.npz"))
     assert back["model_state"] == {}
     np.testing.assert_array_equal(back["params"]["dense"]["kernel"],
                                   variables["params"]["dense"]["kernel"])
@@ -62,7 +62,7 @@ def test_local_export_two_versions(fire_ensemble_run, new_log, tmp_path, workdir
     assert first["version"] != second["version"]
     assert export.store(str(to)).versions() == sorted([first["version"], second["version"]])
     bundle = first["url"]
-    with open(os.path.join(bundle, export.METADATA)) as f:
+    with open(os.path.join(bundle, run_files.METADATA)) as f:
         meta = json.load(f)
     chosen = results["ensemble"]["chosen"]
     assert meta["deployed"] == chosen

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from jaxtrain.evaluate import load_predictions
-from jaxtrain.predict import load_run, predict
+from jaxtrain.predict import predict
+from jaxtrain.run_files import load_trained as load_run
 from jaxtrain.tasks.fire import ensemble
 from jaxtrain.tasks.fire.features import RATIOS, feature_names, window_features
 from jaxtrain.tasks.fire.layout import CHANNEL_NAMES

@@ -14,9 +14,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from jaxtrain import main
+from jaxtrain import files, main
 from jaxtrain.evaluate import load_predictions, rescore
-from jaxtrain.predict import load_run, predict
+from jaxtrain.predict import predict
+from jaxtrain.run_files import load_trained as load_run
 from jaxtrain.tasks.fire.normalize import normalize
 from jaxtrain.tasks.fire.synthetic import generate
 from jaxtrain.tasks.fire.task import build, window_source
@@ -113,6 +114,33 @@ def test_finished_run_is_not_retrained(finished_run):
     assert again["already_finished"]
     assert again["test"] == results["test"]
     assert os.path.getmtime(os.path.join(workdir, "results.json")) == before
+
+
+def test_a_finished_run_trains_further_when_asked(finished_run, tmp_path):
+    """--train_further: a larger train.epochs trains on from the last checkpoint; the old
+    results are kept and recorded; without the flag, or without more epochs, nothing moves."""
+    import shutil
+
+    from jaxtrain.workdir import WorkdirError
+
+    config, original, results = finished_run
+    workdir = str(tmp_path / "run")
+    shutil.copytree(original, workdir)
+    more = config.copy_and_resolve_references()
+    more.train.epochs = 3
+    assert main.run(more, workdir)["already_finished"]  # not without the flag
+    with pytest.raises(WorkdirError, match=r"train\.epochs=2 is not more than the 2 epochs"):
+        main.run(config, workdir, train_further=True)
+    further = main.run(more, workdir, train_further=True)
+    assert further["epochs_trained"] == 3 and "already_finished" not in further
+    assert further["final_step"] == results["final_step"] * 3 // 2
+    [record] = further["trained_further"]
+    assert record["from_epochs"] == 2 and record["to_epochs"] == 3
+    assert files.read_json(os.path.join(workdir, record["previous_results"])) == results
+    history = _history(workdir)
+    assert [int(row["epoch"]) for row in history] == [1, 2, 3]
+    assert history[:2] == _history(original)  # the epochs trained before stay as they were
+    assert files.read_json(os.path.join(workdir, "config.json"))["train"]["epochs"] == 2
 
 
 def test_resume_after_sigterm_matches_uninterrupted(finished_run, tmp_path, cache_dir):

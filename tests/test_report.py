@@ -198,11 +198,18 @@ def test_binary_predictions_get_roc_sweep_and_attention(tmp_path):
 
 def test_comparison_of_two_runs_from_the_command_line(fire_runs, tmp_path):
     out = str(tmp_path / "compare.html")
+    pages = [os.path.join(w, "report.html") for w in fire_runs]
+    missing = [p for p in pages if not os.path.exists(p)]  # other tests may have made some
     done = subprocess.run([sys.executable, "-m", "jaxtrain.report", f"--workdir={fire_runs[0]}",
                            f"--workdir={fire_runs[1]}", f"--out={out}"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == [os.path.join(w, "report.html") for w in fire_runs] + [out]
+    assert done.stdout.split() == [*missing, out]  # the links need a page for every run
+    assert "different systems" not in done.stderr
+    written = [os.path.getmtime(p) for p in pages]
+    again = subprocess.run(done.args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.stdout.split() == [out]  # existing pages are left as they are
+    assert [os.path.getmtime(p) for p in pages] == written
     parser = _check_page(out)
     with open(out) as f:
         text = f.read()
@@ -214,6 +221,23 @@ def test_comparison_of_two_runs_from_the_command_line(fire_runs, tmp_path):
         assert shown == {k: results["test"][k] for k in results["headline"]}
     assert "optim.learning_rate" in text and "Learning curves, all runs" in text
     assert "Time breakdown, all runs" in text
+
+
+def test_comparing_runs_of_different_systems_warns(fire_runs, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    files.write_json_atomic(str(other / "config.json"), {"task": "no_such_system"})
+    files.write_json_atomic(str(other / "results.json"), {"test": {"auc": 0.9},
+                                                          "headline": ["auc"]})
+    pages = [os.path.join(w, "report.html") for w in (fire_runs[0], str(other))]
+    before = [os.path.getmtime(p) if os.path.exists(p) else None for p in pages]
+    done = subprocess.run([sys.executable, "-m", "jaxtrain.report", f"--workdir={fire_runs[0]}",
+                           f"--workdir={other}", f"--out={tmp_path / 'c.html'}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "different systems (fire, no_such_system)" in done.stderr
+    for page, mtime in zip(pages, before, strict=True):  # an existing page is not rewritten
+        assert os.path.getmtime(page) == mtime if mtime is not None else os.path.isfile(page)
 
 
 def test_no_workdir_is_a_one_line_error(tmp_path):

@@ -145,3 +145,13 @@ def test_moving_average_of_the_weights_is_what_evaluation_reads():
     eval_step = train_step.make_eval_step(predict_fn, mesh, shardings)
     out = eval_step(state, sharding.make_global_batch(_batches(1)[0], mesh))
     np.testing.assert_allclose(np.asarray(out["bias_sum"]), average.sum(), rtol=1e-6)
+
+
+def test_steps_queue_two_deep_where_xla_cpu_collectives_can_deadlock():
+    """XLA:CPU with several devices deadlocks on a long queue of collective steps (an
+    all-reduce waits for a device that never arrives): the loop bounds the queue there only."""
+    from jaxtrain import sharding
+
+    assert sharding.queued_steps_can_deadlock(sharding.make_mesh())  # 8 CPU devices here
+    assert not sharding.queued_steps_can_deadlock(
+        sharding.make_mesh(devices=jax.devices()[:1]))

@@ -16,13 +16,14 @@ import pytest
 from configs import violence as violence_config
 from jaxtrain import config_checks
 from jaxtrain.tasks.violence import features, synthetic, video
+from jaxtrain.tasks.violence.checks import validate
 from jaxtrain.tasks.violence.loss import (
     balanced_class_weights,
     focal_loss_per_clip,
     violence_loss,
 )
 from jaxtrain.tasks.violence.model import LSTMAttention, count_parameters
-from jaxtrain.tasks.violence.task import FRAME_INPUTS, frame_inputs, reverse_time, validate
+from jaxtrain.tasks.violence.task import FRAME_INPUTS, frame_inputs, reverse_time
 
 NUM_FRAMES = 8
 

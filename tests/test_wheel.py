@@ -110,6 +110,7 @@ def test_wheel_installs_and_trains_by_config_name(tmp_path):
     jaxtrain = str(tmp_path / "venv" / "bin" / "jaxtrain")
     usage = _run([jaxtrain, "--help"], cwd=elsewhere, env=env).stdout
     assert "das:transformer" in usage and os.path.dirname(where) in usage
+    assert _run([jaxtrain, "--version"], cwd=elsewhere, env=env).stdout.startswith("jaxtrain ")
 
     workdir = tmp_path / "run"
     _run([jaxtrain, *TINY_FIRE, f"--workdir={workdir}",

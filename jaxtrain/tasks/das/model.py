@@ -6,7 +6,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
+import jax
 import ml_collections
 
 from jaxtrain.models.das_bilstm import DASBiLSTM
@@ -30,3 +33,9 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
             m[key] = tuple(int(v) for v in m[key])
     return MODELS[name](num_classes=len(CLASS_NAMES),
                         dtype=compute_dtype(config.train.compute_dtype), **m)
+
+
+def class_probabilities(model: nn.Module, params: Any, windows: jax.Array) -> jax.Array:
+    """Softmax class probabilities of normalized windows: the one inference of the test pass,
+    predict and export."""
+    return jax.nn.softmax(model.apply({"params": params}, windows, train=False))

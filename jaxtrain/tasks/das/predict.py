@@ -15,7 +15,7 @@ from absl import logging
 
 from jaxtrain.data.hdf5 import one_line
 from jaxtrain.tasks.das.evaluation import file_decision
-from jaxtrain.tasks.das.model import build_model
+from jaxtrain.tasks.das.model import build_model, class_probabilities
 from jaxtrain.tasks.das.reader import Recording, list_recordings, open_recording
 from jaxtrain.tasks.das.schema import CLASS_NAMES, NOISE
 from jaxtrain.tasks.das.task import check_recording
@@ -69,7 +69,7 @@ def predict(config: ml_collections.ConfigDict, variables: dict[str, Any], input_
 
     @jax.jit
     def forward(params, x):
-        return jax.nn.softmax(model.apply({"params": params}, x, train=False))
+        return class_probabilities(model, params, x)
 
     files = _recordings(input_path)
     base = output_path[:-4] if output_path.lower().endswith(".csv") else output_path

@@ -35,7 +35,7 @@ from jaxtrain.tasks.das import synthetic
 from jaxtrain.tasks.das.augment import augment, augment_batch
 from jaxtrain.tasks.das.evaluation import confusion_figures, file_evaluator, window_metrics
 from jaxtrain.tasks.das.labels import entry_label, labelled_files, load_labels, window_labels
-from jaxtrain.tasks.das.model import build_model
+from jaxtrain.tasks.das.model import build_model, class_probabilities
 from jaxtrain.tasks.das.reader import Recording, open_recording
 from jaxtrain.tasks.das.schema import CLASS_NAMES, LABELS_FILE
 from jaxtrain.tasks.das.stream import BlockCache, decode_windows, stream_source
@@ -180,9 +180,8 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
 
     def predict_fn(params, model_state, batch):
         x = decode_windows(batch["x"], batch["scale"]) if blocks else batch["x"]
-        logits = model.apply({"params": params}, x, train=False)
         # "file_id", not "file": saved predictions are .npz, where "file" is a reserved name.
-        return {"probs": jax.nn.softmax(logits), "label": batch["label"],
+        return {"probs": class_probabilities(model, params, x), "label": batch["label"],
                 "file_id": batch["file"]}
 
     return Task(

@@ -21,8 +21,8 @@ import numpy as np
 
 from jaxtrain.models.se_unet import SEUNet
 from jaxtrain.tasks.debris.marida import read_tiff_image
+from jaxtrain.tasks.debris.model import build_model
 from jaxtrain.tasks.debris.reader import read_debris_file
-from jaxtrain.tasks.debris.task import make_model
 
 
 def window_starts(n: int, window: int, stride: int) -> list[int]:
@@ -108,7 +108,7 @@ def make_predict_batch(config: ml_collections.ConfigDict, variables: dict[str, A
                        ) -> Callable[[np.ndarray], np.ndarray]:
     """Normalised (B, H, W, 11) -> debris probability (B, H, W) of a trained run (compiled
     once per model and batch shape in a process, however many times it is made)."""
-    model = make_model(config)
+    model = build_model(config)
     v = jax.device_put({"params": variables["params"],
                         "batch_stats": variables["model_state"]["batch_stats"]})
     return lambda x: _debris_probability(model, v, jnp.asarray(x))

@@ -15,8 +15,8 @@ import os
 import h5py
 import numpy as np
 
-from jaxtrain import report_plots as rp
 from jaxtrain.report import Figure, Out
+from jaxtrain.report import plots as rp
 from jaxtrain.run_files import RunFiles
 
 UNIT = "patches"

@@ -25,11 +25,12 @@ from absl import logging
 from jaxtrain import files, losses, metrics
 from jaxtrain.data import device
 from jaxtrain.data.synthetic import configured_or_generated, generated_once
-from jaxtrain.models.se_unet import SEUNet, init_variables
+from jaxtrain.models.se_unet import init_variables
 from jaxtrain.task import Task
 from jaxtrain.tasks.debris import evaluation, synthetic
 from jaxtrain.tasks.debris.augment import augment_batch, augment_record
 from jaxtrain.tasks.debris.loss import debris_loss
+from jaxtrain.tasks.debris.model import build_model
 from jaxtrain.tasks.debris.reader import (
     DebrisSource,
     band_stats,
@@ -38,7 +39,6 @@ from jaxtrain.tasks.debris.reader import (
     pixel_counts,
     read_debris_file,
 )
-from jaxtrain.train_step import compute_dtype
 
 HEADLINE = ("debris_f1", "debris_iou", "tuned_threshold", "tuned_f1", "tuned_iou", "max_prob")
 
@@ -67,13 +67,6 @@ class RepeatedSource:
 
     def __repr__(self) -> str:  # grain keys checkpoint state on it
         return f"RepeatedSource({self.source!r}, times={self.times})"
-
-
-def make_model(config: ml_collections.ConfigDict) -> SEUNet:
-    m = config.model
-    return SEUNet(num_classes=2, base_width=m.base_width, dropout=m.dropout,
-                  bottleneck_dropout=m.bottleneck_dropout, se_ratio=m.se_ratio,
-                  dtype=compute_dtype(config.train.compute_dtype))
 
 
 def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
@@ -105,7 +98,7 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
         rows = {"train": np.tile(idx["train"], times), "val": idx["val"], "test": idx["test"]}
         return patch_device_data(path, rows, mean, std)
 
-    model = make_model(config)
+    model = build_model(config)
     bins = config.eval.threshold_bins
     loss = functools.partial(debris_loss, class_weights=jnp.asarray(class_weights),
                              dice_weight=lc.dice_weight, focal_weight=lc.focal_weight,

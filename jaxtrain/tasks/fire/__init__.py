@@ -15,4 +15,4 @@ from jaxtrain.tasks.fire.task import build
 
 SYSTEM = System(name="fire", description="fire detection from multi-area sensor logs "
                 "(normal / warning / fire, and a risk score)", build=build, predict=predict,
-                validate=validate)
+                validate=validate, export_target=("accuracy", 0.95))  # the seed's target

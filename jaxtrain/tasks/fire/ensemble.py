@@ -238,7 +238,10 @@ def after_training(workdir: str, variables: dict[str, Any], *, config: Any,
     logging.info("ensemble (test accuracy / macro F1): %s; chosen on validation: %s",
                  ", ".join(f"{c} {v['accuracy']:.4f}/{v['macro_f1']:.4f}"
                            for c, v in result["summary"].items()), chosen)
-    return {"ensemble": result}
+    # predict and export use the chosen combination: it is the run's deployed model
+    return {"ensemble": result,
+            "deployed": {"model": chosen, "models": [*MEMBERS, HARD, SOFT],
+                         "test": report[chosen]["test"]}}
 
 
 def _gains(report: dict[str, Any]) -> dict[str, Any]:

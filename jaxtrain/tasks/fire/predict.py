@@ -15,8 +15,9 @@ import numpy as np
 
 from jaxtrain.files import atomic_path
 from jaxtrain.tasks.fire import ensemble, features, normalize
+from jaxtrain.tasks.fire.model import build_model
 from jaxtrain.tasks.fire.reader import read_fire_file
-from jaxtrain.tasks.fire.task import build_model, window_source
+from jaxtrain.tasks.fire.task import window_source
 
 
 def predict(config: ml_collections.ConfigDict, variables: dict[str, Any], input_path: str,

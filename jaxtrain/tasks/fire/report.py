@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from jaxtrain import plots
-from jaxtrain import report_plots as rp
 from jaxtrain.report import Figure, Out
+from jaxtrain.report import plots as rp
 from jaxtrain.run_files import RunFiles
 from jaxtrain.tasks.fire.layout import CLASS_NAMES
 

@@ -29,12 +29,12 @@ from jaxtrain.data import device
 from jaxtrain.data.hdf5 import HDF5WindowSource, window_device_data
 from jaxtrain.data.splits import split_windows
 from jaxtrain.data.synthetic import configured_or_generated, generated_once
-from jaxtrain.models.fire_transformer import FireTransformer
 from jaxtrain.task import Task
 from jaxtrain.tasks.fire import ensemble, evaluation, normalize, synthetic
 from jaxtrain.tasks.fire.baseline import logistic_regression_baseline
+from jaxtrain.tasks.fire.model import build_model
 from jaxtrain.tasks.fire.reader import read_fire_file
-from jaxtrain.train_step import compute_dtype, runs_in_step
+from jaxtrain.train_step import runs_in_step
 
 HEADLINE = ("accuracy", "macro_f1", "fire_recall")  # the test metrics printed and reported
 
@@ -58,16 +58,6 @@ def window_source(path: str, area_names: Sequence[str], windows: np.ndarray, seq
                             window_fields={"x": "readings"},
                             point_fields={"label": "label", "risk": "risk"},
                             stream_field="area")
-
-
-def build_model(config: ml_collections.ConfigDict, num_areas: int, num_classes: int
-                ) -> FireTransformer:
-    """The configured transformer for `num_areas` areas and `num_classes` classes."""
-    m = config.model
-    return FireTransformer(seq_len=config.data.seq_len, num_areas=num_areas,
-                           num_classes=num_classes, d_model=m.d_model, num_heads=m.num_heads,
-                           num_layers=m.num_layers, d_ff=m.d_ff, dropout=m.dropout,
-                           dtype=compute_dtype(config.train.compute_dtype))
 
 
 def build(config: ml_collections.ConfigDict, workdir: str) -> Task:

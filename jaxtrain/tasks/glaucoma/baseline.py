@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from jaxtrain import losses
-from jaxtrain.tasks.fire.baseline import fit_logistic_regression
+from jaxtrain.baselines import fit_logistic_regression
 from jaxtrain.tasks.glaucoma import evaluation
 
 BINS = 16

@@ -18,6 +18,7 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from jaxtrain.models.efficientnet import (
     BN_EPSILON,
@@ -27,6 +28,8 @@ from jaxtrain.models.efficientnet import (
     keras_layer_names,
     param_path,
 )
+from jaxtrain.tasks.glaucoma import augment
+from jaxtrain.train_step import compute_dtype
 
 BACKBONE = "backbone"
 
@@ -112,3 +115,20 @@ def trainable_mask(params: Any, which: str, prefixes: tuple[str, ...] = ()) -> A
         return any(path[1:1 + len(p)] == p for p in split)
 
     return flax.traverse_util.unflatten_dict({k: on(k) for k in flat})
+
+
+def build_model(config: ml_collections.ConfigDict) -> GlaucomaNet:
+    m = config.model
+    return GlaucomaNet(dropout=tuple(m.dropout), hidden=tuple(m.hidden),
+                       drop_connect_rate=m.drop_connect_rate, bn_momentum=m.bn_momentum,
+                       imagenet_input_fix=bool(m.weights) and m.imagenet_input_fix,
+                       dtype=compute_dtype(config.train.compute_dtype))
+
+
+def referable_probability(model: nn.Module, variables: dict[str, Any], images: jax.Array,
+                          passes: int) -> jax.Array:
+    """P(referable) of float images, averaged over the first `passes` test-time views
+    (`augment.tta_views`): the one inference of the test pass, predict and export."""
+    views = augment.tta_views(images)[:passes]
+    return jnp.mean(jnp.stack([jax.nn.sigmoid(model.apply(variables, view, train=False))
+                               for view in views]), 0)

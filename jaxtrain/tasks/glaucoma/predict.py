@@ -15,10 +15,10 @@ import ml_collections
 import numpy as np
 
 from jaxtrain.files import atomic_path
-from jaxtrain.tasks.glaucoma import augment, images
+from jaxtrain.tasks.glaucoma import images
 from jaxtrain.tasks.glaucoma.airogs import find_images, read_labels
+from jaxtrain.tasks.glaucoma.model import build_model, referable_probability
 from jaxtrain.tasks.glaucoma.synthetic import LABELS_FILE
-from jaxtrain.tasks.glaucoma.task import make_model
 
 COLUMNS = ("challenge_id", "path", "probability", "referable", "reference", "error")
 
@@ -52,10 +52,8 @@ def _inputs(input_path: str) -> list[tuple[str, str, str]]:
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _forward(model: Any, passes: int, variables: dict[str, Any], x: jax.Array) -> jax.Array:
-    """Probabilities averaged over the first `passes` TTA views (compiled once per model)."""
-    views = augment.tta_views(x)[:passes]
-    return jnp.mean(jnp.stack([jax.nn.sigmoid(model.apply(variables, view, train=False))
-                               for view in views]), 0)
+    """The test pass's inference (`model.referable_probability`), compiled once per model."""
+    return referable_probability(model, variables, x, passes)
 
 
 def predict(config: ml_collections.ConfigDict, variables: dict[str, Any], input_path: str,
@@ -71,7 +69,7 @@ def predict(config: ml_collections.ConfigDict, variables: dict[str, Any], input_
     if threshold is None:
         threshold = tuned_threshold(workdir)
         threshold = config.predict.threshold if threshold is None else threshold
-    model = make_model(config)
+    model = build_model(config)
     v = jax.device_put({"params": variables["params"], **variables["model_state"]})
     passes = config.eval.tta_passes
     crop = d.get("disc_crop", 0.0)  # the training cache's preprocessing (absent: older runs)

@@ -35,8 +35,14 @@ from jaxtrain.task import Task
 from jaxtrain.tasks.glaucoma import augment, evaluation, images, keras_port, synthetic
 from jaxtrain.tasks.glaucoma.airogs import CLASSES, Dataset, read_airogs
 from jaxtrain.tasks.glaucoma.baseline import logistic_regression_baseline
-from jaxtrain.tasks.glaucoma.model import BACKBONE, GlaucomaNet, trainable_mask
-from jaxtrain.train_step import compute_dtype, runs_in_step
+from jaxtrain.tasks.glaucoma.model import (
+    BACKBONE,
+    GlaucomaNet,
+    build_model,
+    referable_probability,
+    trainable_mask,
+)
+from jaxtrain.train_step import runs_in_step
 
 HEADLINE = ("auc", "pauc", "sens_at_95_spec", "tuned_threshold", "tuned_sensitivity",
             "tuned_specificity")
@@ -99,14 +105,6 @@ def split_rows(ds: Dataset, rows: np.ndarray, fractions: tuple[float, ...], seed
 
 
 # ----------------------------------------------------------------------------- model
-def make_model(config: ml_collections.ConfigDict) -> GlaucomaNet:
-    m = config.model
-    return GlaucomaNet(dropout=tuple(m.dropout), hidden=tuple(m.hidden),
-                       drop_connect_rate=m.drop_connect_rate, bn_momentum=m.bn_momentum,
-                       imagenet_input_fix=bool(m.weights) and m.imagenet_input_fix,
-                       dtype=compute_dtype(config.train.compute_dtype))
-
-
 def init_variables(model: GlaucomaNet, rng: jax.Array, size: int, weights: str = ""
                    ) -> dict[str, Any]:
     """Variables of `model` at `size`; the backbone from a Keras weights file if given."""
@@ -169,7 +167,7 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
     # train step augments (the host ships positions only).
     resident = device.on_device(config, images.device_bytes(cache, np.concatenate(
         list(split.values()))))
-    model = make_model(config)
+    model = build_model(config)
     size = d.image_size
     in_step = aug.enabled and (runs_in_step(aug.where, "augment.where") or resident)
     aug_args = dict(rotation=aug.rotation, shift=aug.shift, zoom=aug.zoom,
@@ -201,10 +199,8 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
         return loss_fn
 
     def predict_fn(params, model_state, batch):
-        views = augment.tta_views(batch["image"].astype(jnp.float32))[:config.eval.tta_passes]
-        variables = {"params": params, **model_state}
-        p = jnp.mean(jnp.stack([jax.nn.sigmoid(model.apply(variables, v, train=False))
-                                for v in views]), 0)
+        p = referable_probability(model, {"params": params, **model_state},
+                                  batch["image"].astype(jnp.float32), config.eval.tta_passes)
         return {"probs": jnp.stack([1 - p, p], -1), "label": batch["label"],
                 "index": batch["index"]}
 

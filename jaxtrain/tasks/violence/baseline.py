@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from jaxtrain import metrics
-from jaxtrain.tasks.fire.baseline import fit_logistic_regression
+from jaxtrain.baselines import fit_logistic_regression
 from jaxtrain.tasks.violence.clips import CLASS_NAMES
 
 

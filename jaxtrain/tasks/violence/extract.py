@@ -17,8 +17,9 @@ from ml_collections import config_flags
 
 from jaxtrain import config_files
 from jaxtrain.cli import fail, run_cli
+from jaxtrain.tasks.violence.checks import validate
 from jaxtrain.tasks.violence.features import ensure_features
-from jaxtrain.tasks.violence.task import dataset_root, validate
+from jaxtrain.tasks.violence.task import dataset_root
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "the violence config "
                                           "(configs/violence.py or violence:seed)")

@@ -15,6 +15,9 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
+
+from jaxtrain.train_step import compute_dtype
 
 
 class LSTM(nn.Module):
@@ -87,3 +90,11 @@ def count_parameters(variables: dict[str, Any]) -> tuple[int, int]:
     trainable = sum(int(v.size) for v in jax.tree.leaves(variables["params"]))
     stats = sum(int(v.size) for v in jax.tree.leaves(variables.get("batch_stats", {})))
     return trainable + stats, trainable
+
+
+def build_model(config: ml_collections.ConfigDict) -> LSTMAttention:
+    m = config.model
+    return LSTMAttention(lstm_units=m.lstm_units, lstm_layers=m.lstm_layers,
+                         dense=tuple(m.dense), dense_batchnorm=m.dense_batchnorm,
+                         dropout=m.dropout, bn_momentum=m.bn_momentum,
+                         dtype=compute_dtype(config.train.compute_dtype))

@@ -21,7 +21,8 @@ import numpy as np
 from jaxtrain import files
 from jaxtrain.tasks.violence import encoder as encoder_lib
 from jaxtrain.tasks.violence.features import decoded_clips
-from jaxtrain.tasks.violence.task import clip_scores, make_model
+from jaxtrain.tasks.violence.model import build_model
+from jaxtrain.tasks.violence.task import clip_scores
 from jaxtrain.tasks.violence.video import find_videos, frame_indices, probe
 
 COLUMNS = ("video", "prob_violent", "decision", "top_frames", "top_frame_seconds", "error")
@@ -47,7 +48,7 @@ def predict(config: ml_collections.ConfigDict, variables: dict[str, Any], input_
     """Writes the CSV; returns counts (videos, violent, errors)."""
     paths = _videos(input_path)
     encode = encoder_lib.make_encoder(config)
-    model = make_model(config)
+    model = build_model(config)
     params = jax.device_put(variables["params"])
     model_state = jax.device_put(variables["model_state"])
     n_frames, threshold = config.data.num_frames, config.predict.threshold

@@ -25,7 +25,6 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jaxtrain import config_checks as cc
 from jaxtrain.data import device
 from jaxtrain.data.splits import split_groups
 from jaxtrain.data.synthetic import configured_or_generated, generated_once
@@ -35,8 +34,7 @@ from jaxtrain.tasks.violence.baseline import motion_baseline
 from jaxtrain.tasks.violence.clips import CLASS_NAMES
 from jaxtrain.tasks.violence.features import Features, ensure_features
 from jaxtrain.tasks.violence.loss import balanced_class_weights, violence_loss
-from jaxtrain.tasks.violence.model import LSTMAttention
-from jaxtrain.train_step import compute_dtype
+from jaxtrain.tasks.violence.model import LSTMAttention, build_model
 
 HEADLINE = ("accuracy", "violent_f1", "roc_auc", "violent_recall", "violent_precision")
 
@@ -86,14 +84,6 @@ def split_rows(config: ml_collections.ConfigDict, feats: Features) -> dict[str, 
                        class_names=dict(enumerate(CLASS_NAMES)), what="training clips")
     return {"train": train[cut["train"]], "val": train[cut["val"]],
             "test": np.flatnonzero(feats.splits == "val")}
-
-
-def make_model(config: ml_collections.ConfigDict) -> LSTMAttention:
-    m = config.model
-    return LSTMAttention(lstm_units=m.lstm_units, lstm_layers=m.lstm_layers,
-                         dense=tuple(m.dense), dense_batchnorm=m.dense_batchnorm,
-                         dropout=m.dropout, bn_momentum=m.bn_momentum,
-                         dtype=compute_dtype(config.train.compute_dtype))
 
 
 FRAME_INPUTS = ("features", "centred", "differences", "motion", "motion_and_differences")
@@ -197,7 +187,7 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
     logging.info("violence data %s: clips per split %s, %d videos left out, class weights %s",
                  root, sizes, len(feats.errors), class_weights.tolist())
 
-    model = make_model(config)
+    model = build_model(config)
     cw = jnp.asarray(class_weights)
     loss_args = {"alpha": lc.focal_alpha, "gamma": lc.focal_gamma,
                  "label_smoothing": lc.label_smoothing}
@@ -249,57 +239,3 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
               "feature_dim": int(feats.features.shape[-1]),
               "seconds": {"dataset": round(t1 - t0, 1), "features": round(t2 - t1, 1)}},
         device_data=device_data if resident else None)
-
-
-def validate(config: ml_collections.ConfigDict) -> None:
-    """The violence keys (`System.validate`)."""
-    d, s, e = config.data, config.data.synthetic, config.encoder
-    cc.check(config, {
-        "data.path": cc.string, "data.layout": cc.one_of("rwf2000", "seed"),
-        "data.num_frames": cc.int_at_least(2), "data.min_frames": cc.positive_int,
-        "data.val_fraction": cc.fraction_below_one, "data.split_seed": cc.non_negative_int,
-        "data.decode_workers": cc.non_negative_int,
-        "data.frame_inputs": cc.one_of(*FRAME_INPUTS), "data.reverse_prob": cc.probability,
-        "data.feature_cache": cc.string,
-        "data.progress_every_s": cc.positive,
-        "data.synthetic.clips": cc.ints_at_least(1, min_len=2),
-        "data.synthetic.fight_fraction": cc.probability,
-        "data.synthetic.size": cc.int_at_least(32),
-        "data.synthetic.frames": cc.ints_at_least(2, min_len=2),
-        "data.synthetic.fps": cc.positive_int, "data.synthetic.seed": cc.non_negative_int,
-        "data.synthetic.bit_rate": cc.int_at_least(10_000),
-        "data.synthetic.workers": cc.non_negative_int,
-        "encoder.output": cc.one_of("fc2", "fc1", "block1_pool", "block2_pool",
-                                    "block3_pool", "block4_pool", "block5_pool"),
-        "encoder.grid": cc.positive_int, "encoder.input_size": cc.int_at_least(32),
-        "encoder.weights": cc.string, "encoder.seed": cc.non_negative_int,
-        "encoder.batch_frames": cc.positive_int, "encoder.batch_clips": cc.positive_int,
-        "model.lstm_units": cc.positive_int, "model.lstm_layers": cc.positive_int,
-        "model.dense": cc.ints_at_least(1), "model.dense_batchnorm": cc.non_negative_int,
-        "model.dropout": cc.fraction_below_one, "model.bn_momentum": cc.fraction_below_one,
-        "loss.focal_alpha": cc.positive, "loss.focal_gamma": cc.non_negative,
-        "loss.label_smoothing": cc.fraction_below_one,
-        "loss.class_weights": cc.one_of("balanced", "none"),
-        "eval.reverse_view": cc.boolean,
-        "predict.threshold": cc.probability,
-    })
-    cc.require(min(s.frames) == s.frames[0] and len(s.frames) == 2, "data.synthetic.frames",
-               s.frames, "(min, max) with min <= max")
-    cc.require(d.min_frames <= min(s.frames) or bool(d.path), "data.min_frames",
-               d.min_frames, f"at most the shortest synthetic clip ({min(s.frames)} frames)")
-    cc.require(len(s.clips) == (2 if d.layout == "rwf2000" else 3), "data.synthetic.clips",
-               s.clips, "2 counts (train, val) for layout rwf2000, 3 for layout seed")
-    cc.require(d.layout == "seed" or d.val_fraction > 0, "data.val_fraction", d.val_fraction,
-               "> 0 with the rwf2000 layout (validation is cut from train)")
-    size = e.input_size
-    if e.output in ("fc1", "fc2"):
-        cc.require(size == 224, "encoder.input_size", size, f"224 for output {e.output}")
-    else:
-        block = int(e.output[len("block")])
-        cells = size // 2 ** block
-        cc.require(size % 2 ** block == 0 and cells % e.grid == 0, "encoder.grid", e.grid,
-                   f"a divisor of the {e.output} map size {size}/{2 ** block}")
-    cc.require(d.min_frames >= 1 and d.num_frames >= 2, "data.num_frames", d.num_frames,
-               "at least 2")
-    cc.require(e.batch_frames >= d.num_frames, "encoder.batch_frames", e.batch_frames,
-               f">= data.num_frames={d.num_frames}")

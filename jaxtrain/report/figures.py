@@ -1,27 +1,5 @@
-"""A run's report page: `report.html` in the workdir, with its figures beside it in report/.
-
-    python -m jaxtrain.report --workdir=RUN                  # RUN/report.html
-    python -m jaxtrain.report --workdir=RUN1 --workdir=RUN2  # each run's page, and a
-                                                             # comparison page (--out)
-
-Made from the saved files only (`run_files`: config.json, history.csv, results.json,
-predictions/{val,test}.npz, TensorBoard events): regenerating a report never retrains or
-re-evaluates, and a running workdir gets a page of what exists so far. The page is one
-self-contained HTML file (inline CSS and script, no network URL); its pictures are PNG (and
-one GIF) files in `report/`, for papers, referenced relatively.
-
-Figures come from two places:
-- generic ones (`generic_figures`), drawn for any system from what its files hold: learning
-  curves, learning rate and memory, the time breakdown, class distribution, confusion
-  matrices, ROC/precision-recall with the operating point and a threshold sweep (any
-  `probs`/`label` predictions), attention over frames (an `attention` (N, T) prediction),
-  per-group bars (any `per_<group>` entry of the test report), model comparison;
-- the system's own, from an optional module `jaxtrain/tasks/<name>/report.py`, whose
-  names are all optional: `figures(run, out) -> list[Figure]`, `class_names(run) ->
-  list[str]`, `models(run) -> {model: {metric: test value}}` (more bars for the model
-  comparison), `TARGETS` ({metric: target} drawn on it), `UNIT` (what one sample is),
-  `CURVES` (the validation metrics to draw over epochs) and `MODEL_NAME` (the run's bar).
-"""
+"""The report's figures: the generic ones drawn for any system from a run's saved files,
+and the system's own through its report hook (`jaxtrain.report` says where they come from)."""
 
 from __future__ import annotations
 
@@ -36,9 +14,8 @@ from typing import Any
 import numpy as np
 from absl import logging
 
-from jaxtrain import files
-from jaxtrain import report_plots as rp
-from jaxtrain.run_files import RunFiles, load_run
+from jaxtrain.report import plots as rp
+from jaxtrain.run_files import RunFiles
 
 REPORT_FILE = "report.html"
 FIGURES_DIR = "report"
@@ -148,9 +125,8 @@ def _metric_keys(run: RunFiles) -> list[str]:
         return [k for k in h.CURVES if k in cols]
     head = run.results.get("headline", []) if run.results else []
     keys = [f"val/{h}" for h in head if f"val/{h}" in cols]
-    if not keys:
-        keys = [k for k in cols if k.split("/")[-1] in
-                ("accuracy", "macro_f1", "debris_f1", "best_f1", "auc", "roc_auc", "f1")]
+    if not keys:  # a run from before `headline` was recorded: its scores, not its losses
+        keys = [k for k in cols if "loss" not in k]
     return (keys or cols)[:5]
 
 
@@ -455,7 +431,7 @@ GENERIC: tuple[Callable[[RunFiles, Out], list[Figure]], ...] = (
 
 
 # ----------------------------------------------------------------------------- building
-def _safely(make: Callable[[], list[Figure]], what: str, section: str) -> list[Figure]:
+def safely(make: Callable[[], list[Figure]], what: str, section: str) -> list[Figure]:
     """A figure that fails is shown as failed (and logged); the rest of the page is made."""
     try:
         return make()
@@ -468,43 +444,13 @@ def run_figures(run: RunFiles, out: Out) -> list[Figure]:
     """Generic figures, the model comparison, then the system hook's own."""
     figs: list[Figure] = []
     for make in GENERIC:
-        figs += _safely(lambda m=make: m(run, out), make.__name__, "Other")
-    figs += _safely(lambda: comparison_figures([run], out, run.name), "model comparison",
+        figs += safely(lambda m=make: m(run, out), make.__name__, "Other")
+    figs += safely(lambda: comparison_figures([run], out, run.name), "model comparison",
                     "Model comparison")
     h = hook(run.system)
     if h is not None and hasattr(h, "figures"):
-        figs += _safely(lambda: h.figures(run, out), f"{run.system} figures", run.system)
+        figs += safely(lambda: h.figures(run, out), f"{run.system} figures", run.system)
     return figs
-
-
-def build_report(workdir: str) -> str:
-    """Writes `workdir/report.html` (and its figures in workdir/report/); returns its path."""
-    from jaxtrain import report_page
-
-    run = load_run(workdir)
-    out = Out(run.workdir)
-    figs = run_figures(run, out)
-    page = report_page.run_page(run, figs)
-    path = os.path.join(run.workdir, REPORT_FILE)
-    with files.atomic_path(path) as tmp, open(tmp, "w") as f:
-        f.write(page)
-    return path
-
-
-def build_comparison(workdirs: Sequence[str], path: str) -> str:
-    """One page comparing several runs side by side; figures in `<page stem>_files/`."""
-    from jaxtrain import report_page
-
-    runs = [load_run(w) for w in workdirs]
-    page_dir = os.path.dirname(os.path.abspath(path))
-    out = Out(page_dir, os.path.splitext(os.path.basename(path))[0] + "_files")
-    figs = _safely(lambda: comparison_figures(runs, out, "runs"), "model comparison",
-                   "Model comparison")
-    figs += _safely(lambda: overlay_figures(runs, out), "overlaid curves", "Training")
-    page = report_page.comparison_page(runs, figs, page_dir)
-    with files.atomic_path(path) as tmp, open(tmp, "w") as f:
-        f.write(page)
-    return path
 
 
 def overlay_figures(runs: Sequence[RunFiles], out: Out) -> list[Figure]:
@@ -541,45 +487,3 @@ def _list(a: Any) -> list[float | None]:
     """JSON-able floats (NaN -> null), rounded to keep the page small."""
     return [float(f"{v:.6g}") if math.isfinite(v) else None
             for v in np.asarray(a, np.float64).tolist()]
-
-
-def write_report_safely(workdir: str) -> str | None:
-    """`build_report` for the end of a training run: a failure is a warning, not a failed run."""
-    try:
-        path = build_report(workdir)
-        logging.info("report: %s", path)
-        return path
-    except Exception as e:
-        logging.warning("report: could not write %s/%s: %s", workdir, REPORT_FILE, e)
-        return None
-
-
-# ----------------------------------------------------------------------------- CLI
-def main(argv: list[str]) -> None:
-    from absl import flags
-
-    from jaxtrain.cli import fail, run_cli
-
-    if len(argv) > 1:
-        fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    workdirs = flags.FLAGS.workdir or []
-    if not workdirs:
-        fail("--workdir is required (a run's workdir; repeat it to compare runs)")
-
-    def make() -> list[str]:
-        pages = [build_report(w) for w in workdirs]
-        if len(workdirs) > 1:
-            pages.append(build_comparison(workdirs, os.path.abspath(flags.FLAGS.out)))
-        return pages
-
-    for page in run_cli(make):
-        print(page)
-
-
-if __name__ == "__main__":
-    from absl import app, flags
-
-    flags.DEFINE_multi_string("workdir", None, "A run's workdir (finished or running); "
-                              "repeat to compare several runs.")
-    flags.DEFINE_string("out", "comparison.html", "The comparison page (several --workdir).")
-    app.run(main)

@@ -16,8 +16,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from jaxtrain import report
-from jaxtrain.report import Figure
+from jaxtrain.report import figures as report
+from jaxtrain.report.figures import Figure
 from jaxtrain.run_files import RunFiles
 
 SECTIONS = ("Model comparison", "Training", "Data", "Test results")

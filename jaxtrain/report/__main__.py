@@ -1,0 +1,47 @@
+"""`jaxtrain report` / `python -m jaxtrain.report`: one run's page, or a page comparing
+several runs (jaxtrain.report)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags
+
+from jaxtrain.report import REPORT_FILE, build_comparison, build_report
+from jaxtrain.run_files import load_run
+
+
+def main(argv: list[str]) -> None:
+    from jaxtrain.cli import fail, run_cli
+
+    if len(argv) > 1:
+        fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    workdirs = flags.FLAGS.workdir or []
+    if not workdirs:
+        fail("--workdir is required (a run's workdir; repeat it to compare runs)")
+
+    def make() -> list[str]:
+        if len(workdirs) == 1:
+            return [build_report(workdirs[0])]
+        # A comparison links each run's page: one is written where a run has none, and an
+        # existing page is left as it is (`--workdir=RUN` alone rewrites it).
+        runs = [load_run(w) for w in workdirs]
+        systems = sorted({r.system for r in runs})
+        if len(systems) > 1:
+            print(f"jaxtrain: warning: these runs are of different systems "
+                  f"({', '.join(systems)}): metrics of one name measure different things",
+                  file=sys.stderr)
+        pages = [build_report(r.workdir) for r in runs
+                 if not os.path.exists(os.path.join(r.workdir, REPORT_FILE))]
+        return [*pages, build_comparison(workdirs, os.path.abspath(flags.FLAGS.out))]
+
+    for page in run_cli(make):
+        print(page)
+
+
+if __name__ == "__main__":
+    flags.DEFINE_multi_string("workdir", None, "A run's workdir (finished or running); "
+                              "repeat to compare several runs.")
+    flags.DEFINE_string("out", "comparison.html", "The comparison page (several --workdir).")
+    app.run(main)
