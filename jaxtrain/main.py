@@ -47,12 +47,11 @@ exactly, TensorBoard logs, and a test report with the best checkpoint at the end
 
 def examples() -> str:
     """Example commands, with the shipped configs' names (`usage`)."""
-    names = config_files.names()
-    name = names[0]
-    varied = next((n for n in names if config_files.variants(
-        config_files.load_module(config_files.find(n)))), name)
-    variant = (config_files.variants(config_files.load_module(config_files.find(varied)))
-               or ("",))[-1]
+    variants = {n: config_files.variants(config_files.load_module(config_files.find(n)))
+                for n in config_files.names()}
+    name = next(iter(variants))
+    varied = next((n for n, v in variants.items() if v), name)
+    variant = (variants[varied] or ("",))[-1]
     spec = f"{varied}:{variant}" if variant else varied
     return f"""\
 Train:
@@ -93,7 +92,7 @@ def run(config, workdir: str, on_step=None, train_further: bool = False) -> dict
     """
     import jax
 
-    from jaxtrain import config_checks, files, sharding, train
+    from jaxtrain import config_checks, sharding, train
     from jaxtrain import workdir as workdirs
     from jaxtrain.task import load_system
 
@@ -105,14 +104,13 @@ def run(config, workdir: str, on_step=None, train_further: bool = False) -> dict
     sharding.maybe_initialize_distributed(d.coordinator_address, d.num_processes,
                                           d.process_id, d.enabled)
     config_checks.check_devices(config, jax.device_count())
-    results_path = os.path.join(workdir, RESULTS_FILE)
-    finished = saved is not None and os.path.exists(results_path)
-    if finished and not train_further:
+    finished = workdirs.finished_results(workdir) if saved is not None else None
+    if finished is not None and not train_further:
         logging.info("this run already finished; its results are in %s (a new --workdir "
                      "trains again; --train_further with a larger --config.train.epochs "
-                     "trains it on)", results_path)
-        return files.read_json(results_path) | {"already_finished": True}
-    further = workdirs.check_further(workdir, config) if finished else None
+                     "trains it on)", os.path.join(workdir, RESULTS_FILE))
+        return finished
+    further = workdirs.check_further(workdir, config, finished) if finished else None
     is_main = jax.process_index() == 0
     created = not os.path.exists(workdir)
     workdirs.make(workdir)
@@ -191,6 +189,7 @@ def _short(metrics: dict) -> str:
     """JSON with 4 significant digits (results.json keeps the exact values)."""
     return json.dumps({k: float(f"{v:.4g}") if isinstance(v, float) else v
                        for k, v in metrics.items()})
+
 
 def print_config(argv: list[str]) -> None:
     """`jaxtrain config --config=NAME [--config.KEY=VALUE ...]`: the resolved config as JSON,

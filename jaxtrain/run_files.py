@@ -29,12 +29,16 @@ METADATA = "metadata.json"  # an exported bundle's (jaxtrain.export)
 VARIABLES = "variables.npz"
 
 
+def network_deployed(test: dict[str, Any]) -> dict[str, Any]:
+    """results.json "deployed" of a run that deploys its trained network."""
+    return {"model": NETWORK, "models": [NETWORK], "test": test}
+
+
 def deployed(results: dict[str, Any]) -> dict[str, Any]:
     """The model a finished run deploys (predict and export use it; its test metrics are the
     headline): {"model": name, "models": every model the run holds, "test": metrics}. Runs
     from before results.json recorded it deploy the network."""
-    return results.get("deployed") or {"model": NETWORK, "models": [NETWORK],
-                                       "test": results.get("test", {})}
+    return results.get("deployed") or network_deployed(results.get("test", {}))
 
 
 @dataclasses.dataclass

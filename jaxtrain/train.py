@@ -33,7 +33,7 @@ from jaxtrain import workdir as workdirs
 from jaxtrain.checkpoint import Checkpointer, abstract_like, all_finite
 from jaxtrain.cli import environment_error
 from jaxtrain.data import device, pipeline
-from jaxtrain.run_files import NETWORK, RESULTS_FILE
+from jaxtrain.run_files import RESULTS_FILE, network_deployed
 from jaxtrain.task import Task, evaluate
 from jaxtrain.train_step import (
     FIRST_NONFINITE_STEP,
@@ -661,7 +661,7 @@ def _test(run: _Run) -> dict[str, Any]:
                "best_step": best, "final_step": final_step, "epochs_trained": run.loop.epoch,
                "stopped_early": run.loop.stopped_early, "setup": run.setup, "data": task.data,
                # what predict and export use; an after_training stage may deploy another
-               "deployed": {"model": NETWORK, "models": [NETWORK], "test": test_metrics}}
+               "deployed": network_deployed(test_metrics)}
     if task.baseline is not None:
         results["baseline"] = task.baseline()
     if is_main:

@@ -181,10 +181,11 @@ def finished_results(workdir: str) -> dict[str, Any] | None:
     return files.read_json(path) | {"already_finished": True}
 
 
-def check_further(workdir: str, config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """Reads only: what training a finished run further records (results.json
-    "trained_further"), or a `WorkdirError` when `train.epochs` asks for no more epochs."""
-    previous = files.read_json(os.path.join(workdir, RESULTS_FILE))
+def check_further(workdir: str, config: ml_collections.ConfigDict,
+                  previous: dict[str, Any]) -> dict[str, Any]:
+    """What training the finished run in `workdir` (its results: `previous`) further
+    records (results.json "trained_further"), or a `WorkdirError` when `train.epochs` asks
+    for no more epochs."""
     trained = int(previous.get("epochs_trained", 0))
     wanted = int(config.train.epochs)
     if wanted <= trained:

@@ -73,7 +73,7 @@ def build_comparison(workdirs: Sequence[str], path: str) -> str:
     page_dir = os.path.dirname(os.path.abspath(path))
     out = Out(page_dir, os.path.splitext(os.path.basename(path))[0] + "_files")
     figs = safely(lambda: comparison_figures(runs, out, "runs"), "model comparison",
-                   "Model comparison")
+                  "Model comparison")
     figs += safely(lambda: overlay_figures(runs, out), "overlaid curves", "Training")
     page = pages.comparison_page(runs, figs, page_dir)
     with files.atomic_path(path) as tmp, open(tmp, "w") as f:

@@ -26,7 +26,7 @@ class Figure:
     """One picture of the page: a file in the figures directory and/or an interactive chart.
 
     `file` is relative to the page; `chart` is a spec drawn by the page's inline script
-    (report_page.CHART_SCRIPT); `error` marks a figure that could not be drawn (shown as such).
+    (page.CHART_SCRIPT); `error` marks a figure that could not be drawn (shown as such).
     """
 
     title: str
