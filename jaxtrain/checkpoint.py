@@ -8,7 +8,9 @@ keep-best can never delete the newest checkpoint a resume needs.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -88,11 +90,31 @@ def load_for_inference(directory: str, *, best_metric: str, best_mode: str = "ma
         ckpt.close()
     path = os.path.join(directory, str(step), "state")
     checkpointer = ocp.PyTreeCheckpointer()
-    tree = dict(checkpointer.metadata(path).item_metadata)
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-    state = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+    with _step_metadata_warning_dropped():
+        tree = dict(checkpointer.metadata(path).item_metadata)
+        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+        state = checkpointer.restore(path,
+                                     args=ocp.args.PyTreeRestore(restore_args=restore_args))
     source = state.get("ema") or state
     return {"params": source["params"], "model_state": source.get("model_state") or {}}, step
+
+
+@contextlib.contextmanager
+def _step_metadata_warning_dropped() -> Iterator[None]:
+    """Reading the `state` item of a step by its path makes orbax warn "Metadata file does not
+    exist" on every predict and export: the step's metadata is one directory up, where the
+    manager wrote it. Only that warning is dropped, only while the item is read."""
+    import logging
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Metadata file does not exist")
+
+    absl_logger = logging.getLogger("absl")  # where absl.logging (orbax's logger) writes
+    absl_logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        absl_logger.removeFilter(keep)
 
 
 @jax.jit

@@ -1,12 +1,17 @@
-"""What every command-line entry point shares: one-line errors and readable logs."""
+"""What every command-line entry point shares: `start` (flags, --help, one-line errors,
+readable logs)."""
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import errno
+import json
 import os
 import sys
-from collections.abc import Callable
-from typing import NoReturn, TypeVar
+import textwrap
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TypeVar
 
 from absl import logging
 
@@ -46,6 +51,15 @@ def describe(e: BaseException) -> str:
     return text.splitlines()[0] if text else repr(e)
 
 
+def one_line(exc: BaseException, *, named: bool = False) -> str:
+    """An exception's message folded onto one line (a one-line error, a CSV error column);
+    `named`: prefixed with the exception's type ("ValueError: ...")."""
+    text = " ".join(str(exc).split())
+    if named:
+        return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text or type(exc).__name__
+
+
 def is_user_error(e: BaseException) -> bool:
     return isinstance(e, USER_ERRORS) or environment_error(e) is not None
 
@@ -62,6 +76,78 @@ def fail(message: str, status: int = 2, *, hard: bool = False) -> NoReturn:
         sys.stderr.flush()
         os._exit(status)
     sys.exit(status)
+
+
+HELP_FLAGS = ("-h", "-help", "--help", "-?", "--helpshort", "-helpshort")
+
+
+def start(program: Callable[[], Any], *, required: Sequence[str] = (), doc: str = "",
+          usage: Callable[[], str] | None = None) -> None:
+    """Runs a command-line program as every jaxtrain entry point does. absl parses the
+    flags; --help prints `usage()` (default: `doc` and the program's own flags) and exits 0;
+    a bad flag, a stray argument or a missing `required` flag is one line on stderr, exit 2;
+    then `program()` runs through `run_cli`, and what it returns, unless None, is printed as
+    JSON."""
+    from absl import app
+
+    def parse(argv: list[str]) -> list[str]:
+        if any(a in HELP_FLAGS for a in argv[1:argv.index("--") if "--" in argv else None]):
+            print(usage() if usage is not None else module_usage(doc))
+            sys.exit(0)
+        return parse_flags(argv)
+
+    def main(argv: list[str]) -> None:
+        from absl import flags
+
+        if len(argv) > 1:
+            fail(f"unexpected arguments: {' '.join(argv[1:])}")
+        for name in required:
+            value = flags.FLAGS[name].value
+            if value is None or value == []:  # "" is the program's to judge (say why)
+                fail(f"--{name} is required (--help says more)")
+        result = run_cli(program)
+        if result is not None:
+            print(json.dumps(result, default=float))
+
+    app.run(main, flags_parser=parse)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing with its errors as one line (exit 2)."""
+    from absl import flags
+
+    from jaxtrain import config_files
+
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        cause = e.__context__  # a ConfigError says it all without absl's "flag --config=..."
+        message = str(cause if isinstance(cause, config_files.ConfigError) else e)
+        fail(f"{message.strip().splitlines()[0]} (--help says more)")
+    except (AttributeError, KeyError) as e:  # a mistyped --config.key override
+        detail = str(e)
+        with contextlib.suppress(ValueError, SyntaxError):  # ml_collections wraps it in a repr
+            detail = str(ast.literal_eval(detail))
+        detail = " ".join(detail.replace("'", "").split())
+        fail(f"unknown config key in --config overrides: {detail}")
+
+
+def flag_lines(names: Sequence[str]) -> str:
+    """`--name  help`, one wrapped entry per flag (for a program's --help)."""
+    from absl import flags
+
+    return "\n".join(textwrap.fill(" ".join(flags.FLAGS[n].help.split()), 96,
+                                   initial_indent=f"  --{n:<14}", subsequent_indent=" " * 18)
+                     for n in names)
+
+
+def module_usage(doc: str) -> str:
+    """A program's --help: its docstring, the flags it defined, where the others are."""
+    from absl import flags
+
+    own = [f.name for f in flags.FLAGS.get_flags_for_module(sys.argv[0])]
+    return "\n\n".join([textwrap.dedent(doc).strip(), "Flags:\n" + flag_lines(own),
+                        "Try --helpfull for every flag (logging and the libraries' own)."])
 
 
 def run_cli(fn: Callable[[], T]) -> T:

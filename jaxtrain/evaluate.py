@@ -11,16 +11,14 @@ retraining:
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 import zipfile
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
-from absl import app, flags
+from absl import flags
 from jax.experimental import multihost_utils
 
 from jaxtrain import files
@@ -92,19 +90,9 @@ def rescore(workdir: str) -> dict[str, Any]:
     return {"test": metrics, "test_report": report}
 
 
-def main(argv: list[str]) -> None:
-    from jaxtrain.cli import fail, run_cli
-
-    if len(argv) > 1:
-        fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    if not flags.FLAGS.workdir:
-        fail("--workdir is required (a finished run's workdir)")
-    scored = run_cli(lambda: rescore(flags.FLAGS.workdir))
-    json.dump(scored["test"], sys.stdout, default=float)
-    print()
-
-
 if __name__ == "__main__":
     flags.DEFINE_string("workdir", None, "A finished run's workdir.")
     jax.config.update("jax_platforms", "cpu")  # scoring saved arrays needs no accelerator
-    app.run(main)
+    from jaxtrain.cli import start
+
+    start(lambda: rescore(flags.FLAGS.workdir)["test"], required=("workdir",), doc=__doc__)

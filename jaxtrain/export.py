@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from jaxtrain import files
+from jaxtrain.cli import one_line
 from jaxtrain.run_files import (
     METADATA,
     NETWORK,
@@ -236,7 +237,7 @@ def _storage_errors(url: str) -> Iterator[None]:
         yield
     except Exception as e:
         if type(e).__module__.startswith(("botocore", "boto3", "s3transfer")):
-            raise OSError(f"{url}: {' '.join(str(e).split())}") from e
+            raise OSError(f"{url}: {one_line(e)}") from e
         raise
 
 
@@ -281,25 +282,10 @@ def _sha256(path: str) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def main(argv: list[str]) -> None:
-    import json
-
+if __name__ == "__main__":
     from absl import flags
 
-    from jaxtrain.cli import fail, run_cli
-
-    if len(argv) > 1:
-        fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    f = flags.FLAGS
-    for name in ("workdir", "to"):
-        if not f[name].value:
-            fail(f"--{name} is required")
-    print(json.dumps(run_cli(lambda: export(f.workdir, f.to, target_metric=f.target_metric,
-                                            target=f.target))))
-
-
-if __name__ == "__main__":
-    from absl import app, flags
+    from jaxtrain.cli import start
 
     flags.DEFINE_string("workdir", None, "A finished training run's workdir.")
     flags.DEFINE_string("to", None, "A local directory, file://DIR or s3://bucket/prefix; the "
@@ -311,4 +297,6 @@ if __name__ == "__main__":
     import jax
 
     jax.config.update("jax_platforms", "cpu")  # reading a checkpoint needs no accelerator
-    app.run(main)
+    f = flags.FLAGS
+    start(lambda: export(f.workdir, f.to, target_metric=f.target_metric, target=f.target),
+          required=("workdir", "to"), doc=__doc__)

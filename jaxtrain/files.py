@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxtrain.cli import one_line
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[str]:
@@ -97,7 +99,7 @@ def read_json(path: str | os.PathLike[str], *, missing: str = "not found",
             return default
         raise FileNotFoundError(f"{path}: {missing}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({' '.join(str(e).split())})") from None
+        raise ValueError(f"{path}: not valid JSON ({one_line(e)})") from None
 
 
 def _to_builtin(x: Any) -> Any:

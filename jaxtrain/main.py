@@ -11,18 +11,16 @@ and exit with 128 + signal.
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import json
 import os
 import sys
-import textwrap
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from jaxtrain import config_files
-from jaxtrain.cli import describe, fail, is_user_error, quiet_library_logs
+from jaxtrain.cli import describe, fail, flag_lines, is_user_error, start
 from jaxtrain.run_files import NETWORK, RESULTS_FILE, deployed
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -69,8 +67,6 @@ Other commands: {", ".join(f"jaxtrain {c}" for c in COMMANDS)}; each takes --hel
 
 
 COMMANDS = ("train", "predict", "evaluate", "export", "report", "config")
-
-HELP_FLAGS = ("-h", "-help", "--help", "-?", "--helpshort", "-helpshort")
 
 
 def validate(config, system) -> None:
@@ -137,14 +133,10 @@ def run(config, workdir: str, on_step=None, train_further: bool = False) -> dict
             schedule_epochs=workdirs.schedule_epochs(saved, config), further=further)
 
 
-def main(argv: list[str]) -> None:
-    quiet_library_logs()
-    if len(argv) > 1:
-        fail(f"unexpected arguments: {' '.join(argv[1:])}")
+def train() -> None:
+    """`jaxtrain train`: the run of --config in --workdir, its summary printed."""
     config = _CONFIG.value
     workdir = _WORKDIR.value
-    if config is None or workdir is None:
-        fail(f"--{'config' if config is None else 'workdir'} is required (jaxtrain --help)")
     import jax
 
     from jaxtrain.train import Diverged, Interrupted
@@ -191,23 +183,13 @@ def _short(metrics: dict) -> str:
                        for k, v in metrics.items()})
 
 
-def print_config(argv: list[str]) -> None:
+def print_config() -> None:
     """`jaxtrain config --config=NAME [--config.KEY=VALUE ...]`: the resolved config as JSON,
     after the checks a run makes (an invalid value is the one-line error a run would give)."""
-    quiet_library_logs()
-    if len(argv) > 1:
-        fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    config = _CONFIG.value
-    if config is None:
-        fail("--config is required (jaxtrain --help)")
     from jaxtrain.task import load_system
 
-    try:
-        validate(config, load_system(config.task))
-    except Exception as e:
-        if not is_user_error(e):
-            raise
-        fail(describe(e))
+    config = _CONFIG.value
+    validate(config, load_system(config.task))
     print(config.to_json_best_effort(indent=2))
 
 
@@ -221,38 +203,16 @@ def usage() -> str:
         "Configs (--config=NAME or NAME:VARIANT, or the path of a config file; shipped in\n"
         f"{config_files.shipped_dir()}):\n{config_files.catalogue()}",
         examples(),
-        "Flags:\n" + "\n".join(textwrap.fill(flags.FLAGS[flag.name].help, 96,
-                                              initial_indent=f"  --{flag.name:<14}",
-                                              subsequent_indent=" " * 18)
-                                for flag in (_CONFIG, _WORKDIR, _TRAIN_FURTHER)),
+        "Flags:\n" + flag_lines([f.name for f in (_CONFIG, _WORKDIR, _TRAIN_FURTHER)]),
         "Try --helpfull for every flag (logging and the libraries' own)."])
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing with our own --help, and user errors in one line (exit 2)."""
-    if any(arg in HELP_FLAGS for arg in argv[1:argv.index("--") if "--" in argv else None]):
-        print(usage())
-        sys.exit(0)
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as e:
-        cause = e.__context__  # a ConfigError says it all without absl's "flag --config=..."
-        message = str(cause if isinstance(cause, config_files.ConfigError) else e)
-        fail(f"{message.strip().splitlines()[0]} (jaxtrain --help)")
-    except (AttributeError, KeyError) as e:  # a mistyped --config.key override
-        detail = str(e)
-        with contextlib.suppress(ValueError, SyntaxError):  # ml_collections wraps it in a repr
-            detail = str(ast.literal_eval(detail))
-        detail = " ".join(detail.replace("'", "").split())
-        fail(f"unknown config key in --config overrides: {detail}")
-
-
 def entry_point() -> None:
-    app.run(main, flags_parser=parse_flags)
+    start(train, required=("config", "workdir"), usage=usage)
 
 
 def config_entry_point() -> None:
-    app.run(print_config, flags_parser=parse_flags)
+    start(print_config, required=("config",), usage=usage)
 
 
 if __name__ == "__main__":

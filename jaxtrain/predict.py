@@ -11,13 +11,12 @@ one `jaxtrain: error:` line and exit status 2.
 
 from __future__ import annotations
 
-import json
 import os
 
-from absl import app, flags
+from absl import flags
 
 from jaxtrain import export
-from jaxtrain.cli import fail, run_cli
+from jaxtrain.cli import start
 from jaxtrain.run_files import load_trained
 from jaxtrain.task import load_system
 
@@ -35,16 +34,6 @@ def predict(workdir: str, input_path: str, output_path: str, batch_size: int = 0
     return {"checkpoint_step": step, **summary}
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    f = flags.FLAGS
-    for name in ("workdir", "input", "output"):
-        if not f[name].value:
-            fail(f"--{name} is required")
-    print(json.dumps(run_cli(lambda: predict(f.workdir, f.input, f.output, f.batch_size))))
-
-
 if __name__ == "__main__":
     # Flags live here, not at import: jaxtrain.main defines --workdir too, and absl flags are
     # process-global, so both modules must be importable side by side (notebooks, tests).
@@ -53,4 +42,6 @@ if __name__ == "__main__":
     flags.DEFINE_string("input", None, "A file or a directory of files to predict on.")
     flags.DEFINE_string("output", None, "Where to write the predictions.")
     flags.DEFINE_integer("batch_size", 0, "Inference batch (0 = the run's eval batch).")
-    app.run(main)
+    f = flags.FLAGS
+    start(lambda: predict(f.workdir, f.input, f.output, f.batch_size),
+          required=("workdir", "input", "output"), doc=__doc__)

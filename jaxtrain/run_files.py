@@ -41,6 +41,18 @@ def deployed(results: dict[str, Any]) -> dict[str, Any]:
     return results.get("deployed") or network_deployed(results.get("test", {}))
 
 
+def chosen_threshold(workdir: str | None) -> float | None:
+    """The decision threshold a finished run chose on validation (results.json
+    `test_report.threshold.chosen`: debris, glaucoma), or None: no such run or no such choice
+    (then predict falls back to `config.predict.threshold`)."""
+    results = _json(os.path.join(workdir, RESULTS_FILE)) if workdir else None
+    try:
+        value = float(results["test_report"]["threshold"]["chosen"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
 @dataclasses.dataclass
 class RunFiles:
     """One workdir's saved files. `results` is None while the run is still training."""

@@ -48,7 +48,6 @@ class Task:
       merged, so their keys must not collide.
     headline: the metrics a person looks at first (printed by the CLI, first in reports).
     baseline() -> results of a simple reference model (e.g. logistic regression), or None.
-    figures(workdir, test_report) -> {name: path} of pictures written into the workdir.
     data: JSON-able facts about the data (paths, split sizes, class counts) for results.json.
     choices: how this task resolved its `auto` settings (e.g. where augmentation runs),
       logged at start-up and written to results.json with the loop's own.
@@ -72,7 +71,6 @@ class Task:
     random_transform: Callable[[Record, np.random.Generator], Record] | None = None
     batch_transform: Callable[[Record], Record] | None = None
     baseline: Callable[[], dict[str, Any]] | None = None
-    figures: Callable[[str, dict[str, Any]], dict[str, str]] | None = None
     data: dict[str, Any] = dataclasses.field(default_factory=dict)
     choices: dict[str, Any] = dataclasses.field(default_factory=dict)
     after_training: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None
@@ -104,6 +102,22 @@ reads new data, writes `output_path`, returns a short JSON-able summary (`jaxtra
 
 
 @dataclasses.dataclass(frozen=True)
+class ReportHook:
+    """What the run report (`jaxtrain.report`) adds for a system to the generic figures it
+    draws from any run's files; every field is optional. The functions take the run's saved
+    files (`run_files.RunFiles`); `figures` also takes the page's `report.Out` and returns
+    `report.Figure`s (typed Any here: the core's task contract does not import the report)."""
+
+    unit: str = "samples"  # what one sample is ("windows", "images"), for the axes
+    model_name: str = ""  # the run's bar in the model comparison (default: config.model.name)
+    targets: dict[str, float] = dataclasses.field(default_factory=dict)  # drawn on the bars
+    curves: tuple[str, ...] = ()  # validation metrics drawn over epochs, shown while training
+    class_names: Callable[[Any], list[str]] | None = None  # in label order
+    models: Callable[[Any], dict[str, dict[str, float]]] | None = None  # more bars: test values
+    figures: Callable[[Any, Any], list[Any]] | None = None  # the system's own pictures
+
+
+@dataclasses.dataclass(frozen=True)
 class System:
     """One trainable system: what its package exports as `SYSTEM`."""
 
@@ -121,6 +135,8 @@ class System:
     # An export's acceptance check (`target_achieved` in a bundle's metadata.json): this test
     # metric of the deployed model (results.json "deployed") against this threshold.
     export_target: tuple[str, float] = ("accuracy", 0.95)
+    # The system's part of the run report (conventionally built in its report.py).
+    report: ReportHook = ReportHook()
 
 
 def load_system(name: str) -> System:

@@ -668,8 +668,6 @@ def _test(run: _Run) -> dict[str, Any]:
         results["predictions"] = {split: evaluate_lib.save_predictions(run.workdir, split, out)
                                   for split, out in (("val", val_outputs),
                                                      ("test", test_outputs))}
-        if task.figures is not None:
-            results["figures"] = task.figures(run.workdir, report)
     if task.after_training is not None:  # a stage over the saved predictions (task.Task)
         params, model_state = run.state.inference_variables()
         variables = multihost_utils.process_allgather(  # collective: every process gathers

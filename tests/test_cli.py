@@ -133,8 +133,10 @@ def test_the_jaxtrain_command_has_version_config_and_subcommands(tmp_path):
                              ("export", "--workdir is required")):
         r = _command(command, cwd=tmp_path)
         assert r.returncode == 2 and message in r.stderr, (command, r.stderr)
-    r = _command("report", "--help", cwd=tmp_path)
-    assert "--workdir" in r.stdout + r.stderr  # absl prints the help, exit status 1
+    for command in ("predict", "evaluate", "export", "report"):
+        r = _command(command, "--help", cwd=tmp_path)
+        assert r.returncode == 0 and "--workdir " in r.stdout, (command, r.stdout, r.stderr)
+        assert "--helpfull" in r.stdout and not r.stderr.strip(), (command, r.stderr)
     r = _command("--config=fire", cwd=tmp_path)  # no subcommand: train, as before
     assert r.returncode == 2 and "--workdir is required" in r.stderr, r.stderr
     assert not any(tmp_path.iterdir())  # nothing written by any of them

@@ -295,7 +295,7 @@ def test_system_hooks_name_real_metrics(system):
     import importlib
 
     hook = report.hook(system)
-    assert hook is not None
+    assert hook.curves, system
     headline = importlib.import_module(f"jaxtrain.tasks.{system}.task").HEADLINE
-    assert set(getattr(hook, "TARGETS", {})) <= set(headline), system
-    assert all(c.startswith("val/") for c in getattr(hook, "CURVES", ())), system
+    assert set(hook.targets) <= set(headline), system
+    assert all(c.startswith("val/") for c in hook.curves), (system, hook.curves)

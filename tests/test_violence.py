@@ -197,7 +197,7 @@ def test_train_and_predict_end_to_end(rwf_tree, tmp_path):
     for key in ("accuracy", "violent_f1", "roc_auc", "loss"):
         assert key in results["test"]
     assert results["test_report"]["confusion_matrix"] and "accuracy" in results["baseline"]
-    with open(results["figures"]["test_clips"]) as f:
+    with open(results["test_clips"]) as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 8
     assert abs(sum(float(rows[0][f"attention_{k}"]) for k in range(NUM_FRAMES)) - 1) < 1e-3

@@ -17,17 +17,13 @@ from typing import Any, Generic, TypeVar
 import h5py
 import numpy as np
 
+from jaxtrain.cli import one_line
 from jaxtrain.data.device import DeviceData, slices
 
 Record = dict[str, np.ndarray]
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
 V = TypeVar("V")
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception's message folded onto one line (for one-line user errors)."""
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def open_hdf5(path: str | os.PathLike, what: str = "data") -> h5py.File:

@@ -17,11 +17,12 @@ Figures come from two places:
   matrices, ROC/precision-recall with the operating point and a threshold sweep (any
   `probs`/`label` predictions), attention over frames (an `attention` (N, T) prediction),
   per-group bars (any `per_<group>` entry of the test report), model comparison;
-- the system's own, from an optional module `jaxtrain/tasks/<name>/report.py`, whose
-  names are all optional: `figures(run, out) -> list[Figure]`, `class_names(run) ->
-  list[str]`, `models(run) -> {model: {metric: test value}}` (more bars for the model
-  comparison), `TARGETS` ({metric: target} drawn on it), `UNIT` (what one sample is),
-  `CURVES` (the validation metrics to draw over epochs) and `MODEL_NAME` (the run's bar).
+- the system's own, declared by its `System.report` (`task.ReportHook`, conventionally built
+  in `jaxtrain/tasks/<name>/report.py`; every field optional): `figures(run, out) ->
+  list[Figure]`, `class_names(run)`, `models(run) -> {model: {metric: test value}}` (more
+  bars for the model comparison), `targets` ({metric: target} drawn on it), `unit` (what one
+  sample is), `curves` (the validation metrics to draw over epochs) and `model_name` (the
+  run's bar).
 """
 
 from __future__ import annotations

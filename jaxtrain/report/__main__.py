@@ -6,20 +6,16 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 
+from jaxtrain.cli import start
 from jaxtrain.report import REPORT_FILE, build_comparison, build_report
 from jaxtrain.run_files import load_run
 
 
-def main(argv: list[str]) -> None:
-    from jaxtrain.cli import fail, run_cli
-
-    if len(argv) > 1:
-        fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    workdirs = flags.FLAGS.workdir or []
-    if not workdirs:
-        fail("--workdir is required (a run's workdir; repeat it to compare runs)")
+def write_pages() -> None:
+    """The page of one --workdir, or the comparison of several; prints each page's path."""
+    workdirs = flags.FLAGS.workdir
 
     def make() -> list[str]:
         if len(workdirs) == 1:
@@ -36,7 +32,7 @@ def main(argv: list[str]) -> None:
                  if not os.path.exists(os.path.join(r.workdir, REPORT_FILE))]
         return [*pages, build_comparison(workdirs, os.path.abspath(flags.FLAGS.out))]
 
-    for page in run_cli(make):
+    for page in make():
         print(page)
 
 
@@ -44,4 +40,4 @@ if __name__ == "__main__":
     flags.DEFINE_multi_string("workdir", None, "A run's workdir (finished or running); "
                               "repeat to compare several runs.")
     flags.DEFINE_string("out", "comparison.html", "The comparison page (several --workdir).")
-    app.run(main)
+    start(write_pages, required=("workdir",), doc=__doc__)

@@ -4,7 +4,7 @@ and the system's own through its report hook (`jaxtrain.report` says where they 
 from __future__ import annotations
 
 import dataclasses
-import importlib
+import functools
 import math
 import os
 import traceback
@@ -16,6 +16,7 @@ from absl import logging
 
 from jaxtrain.report import plots as rp
 from jaxtrain.run_files import RunFiles
+from jaxtrain.task import ReportHook, load_system
 
 REPORT_FILE = "report.html"
 FIGURES_DIR = "report"
@@ -56,21 +57,21 @@ class Out:
 
 
 # ----------------------------------------------------------------------------- system hook
-def hook(system: str) -> Any:
-    """The system's optional report module `jaxtrain.tasks.<system>.report`, or None."""
+@functools.cache
+def hook(system: str) -> ReportHook:
+    """The system's part of the report (`System.report`); an empty one for a run of a
+    system this installation does not have (its generic figures are still drawn)."""
     try:
-        return importlib.import_module(f"jaxtrain.tasks.{system}.report")
-    except ModuleNotFoundError as e:
-        if e.name and e.name.startswith(f"jaxtrain.tasks.{system}"):
-            return None
-        raise
+        return load_system(system).report
+    except ValueError:
+        return ReportHook()
 
 
 def class_names(run: RunFiles, num_classes: int | None = None) -> list[str]:
     """Class names in label order: the system hook's, else results.json data.class_names,
     else "class 0", "class 1", ..."""
     h = hook(run.system)
-    names = h.class_names(run) if h is not None and hasattr(h, "class_names") else None
+    names = h.class_names(run) if h.class_names is not None else None
     if names is None and run.results is not None:
         names = run.results.get("data", {}).get("class_names")
     if names is None or (num_classes is not None and len(names) != num_classes):
@@ -79,8 +80,7 @@ def class_names(run: RunFiles, num_classes: int | None = None) -> list[str]:
 
 
 def sample_unit(run: RunFiles) -> str:
-    h = hook(run.system)
-    return getattr(h, "UNIT", "samples")
+    return hook(run.system).unit
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -120,9 +120,9 @@ def headline(run: RunFiles) -> dict[str, float]:
 def _metric_keys(run: RunFiles) -> list[str]:
     """Validation metrics worth a curve: the headline ones that history holds, else a few."""
     cols = [k for k in (run.history[0] if run.history else {}) if k.startswith("val/")]
-    h = hook(run.system)
-    if h is not None and hasattr(h, "CURVES"):
-        return [k for k in h.CURVES if k in cols]
+    curves = hook(run.system).curves
+    if curves:
+        return [k for k in curves if k in cols]
     head = run.results.get("headline", []) if run.results else []
     keys = [f"val/{h}" for h in head if f"val/{h}" in cols]
     if not keys:  # a run from before `headline` was recorded: its scores, not its losses
@@ -393,8 +393,8 @@ def comparison_values(runs: Sequence[RunFiles]) -> tuple[dict[str, dict[str, flo
                 if isinstance(base.get(metric), int | float):
                     values[metric][label] = base[metric]
         h = hook(run.system)
-        targets |= getattr(h, "TARGETS", {}) if h is not None else {}
-        extra = h.models(run) if h is not None and hasattr(h, "models") else {}
+        targets |= h.targets
+        extra = h.models(run) if h.models is not None else {}
         for name, scores in extra.items():
             label = name if len(runs) == 1 else f"{run.name} {name}"
             for metric in list(values):
@@ -404,10 +404,10 @@ def comparison_values(runs: Sequence[RunFiles]) -> tuple[dict[str, dict[str, flo
 
 
 def _model_name(run: RunFiles) -> str:
-    """config.model.name (DAS: tcn, bilstm, ...), else the hook's MODEL_NAME."""
+    """config.model.name (DAS: tcn, bilstm, ...), else the hook's model_name."""
     model = run.config.get("model", {})
     name = model.get("name") if isinstance(model, Mapping) else None
-    return str(name or getattr(hook(run.system), "MODEL_NAME", f"{run.system} model"))
+    return str(name or hook(run.system).model_name or f"{run.system} model")
 
 
 def comparison_figures(runs: Sequence[RunFiles], out: Out, title: str) -> list[Figure]:
@@ -448,7 +448,7 @@ def run_figures(run: RunFiles, out: Out) -> list[Figure]:
     figs += safely(lambda: comparison_figures([run], out, run.name), "model comparison",
                     "Model comparison")
     h = hook(run.system)
-    if h is not None and hasattr(h, "figures"):
+    if h.figures is not None:
         figs += safely(lambda: h.figures(run, out), f"{run.system} figures", run.system)
     return figs
 

@@ -9,9 +9,10 @@ evaluation: window and file scores; task: the `Task` of a config; predict: infer
 from jaxtrain.task import System
 from jaxtrain.tasks.das.checks import validate
 from jaxtrain.tasks.das.predict import predict
+from jaxtrain.tasks.das.report import REPORT
 from jaxtrain.tasks.das.task import build
 
 SYSTEM = System(name="das", description="earthquake / quarry blast / noise in DAS recordings",
                 build=build, predict=predict, validate=validate,
                 # ours (the seed names none): files are what a user labels
-                export_target=("file_accuracy", 0.95))
+                export_target=("file_accuracy", 0.95), report=REPORT)

@@ -7,13 +7,12 @@ probability summed over the file's windows; otherwise it is "noise".
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from jaxtrain import metrics, plots
+from jaxtrain import metrics
 from jaxtrain.task import Evaluator, Metrics, Outputs
 from jaxtrain.tasks.das.schema import CLASS_NAMES, NOISE
 
@@ -101,14 +100,3 @@ def file_evaluator(file_class: np.ndarray, file_names: Sequence[str],
                          "class = larger summed p_earthquake / p_quarry_blast"}
 
     return evaluate
-
-
-def confusion_figures(workdir: str, report: dict[str, Any], *, title: str) -> dict[str, str]:
-    """The test confusion matrices, per file and per window, as PNGs in `workdir`."""
-    paths = {}
-    for name, level, what in (("confusion_matrix", "file", "per file"),
-                              ("confusion_matrix_windows", "window", "per window")):
-        paths[name] = plots.confusion_matrix_png(
-            os.path.join(workdir, f"{name}.png"), np.array(report[level]["confusion_matrix"]),
-            CLASS_NAMES, f"{title}: test, {what}")
-    return paths

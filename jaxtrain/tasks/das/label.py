@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxtrain.data.hdf5 import one_line
+from jaxtrain.cli import one_line
 from jaxtrain.files import atomic_path, read_json
 from jaxtrain.tasks.das.labels import entry_label
 from jaxtrain.tasks.das.reader import (
@@ -421,7 +421,7 @@ def _define_flags() -> Any:
     points (predict, benchmarks) define flags of the same names in test processes."""
     from absl import flags
 
-    flags.DEFINE_string("data_dir", None, "Directory of DAS recordings.", required=True)
+    flags.DEFINE_string("data_dir", None, "Directory of DAS recordings.")
     flags.DEFINE_string("layout", "jaxtrain", f"File layout, one of {sorted(LAYOUTS)}.")
     flags.DEFINE_string("labels", None, "labels.json (default DATA_DIR/labels.json).")
     flags.DEFINE_string("png_dir", None, "Where the waterfall PNGs go (default "
@@ -434,38 +434,33 @@ def _define_flags() -> Any:
     return flags.FLAGS
 
 
-def main(argv: Sequence[str]) -> None:
-    del argv
+def main() -> None:
+    """Lists, sets or (interactively) asks for the labels of --data_dir's recordings."""
     from absl import flags
-
-    from jaxtrain.cli import USER_ERRORS, fail
 
     f = flags.FLAGS
     labels_path = f.labels or default_labels_path(f.data_dir)
-    try:
-        if not os.path.isdir(f.data_dir):
-            raise NotADirectoryError(f"not a directory: {f.data_dir}")
-        if f.list:
-            print("\n".join(status(f.data_dir, labels_path=labels_path)))
-            return
-        if f.set or f.from_csv:
-            pairs: dict[str, str] = read_csv(f.from_csv) if f.from_csv else {}
-            for item in f.set or []:
-                file, sep, label = item.rpartition("=")
-                if not sep or not file:
-                    raise ValueError(f"--set {item!r}: expected FILE=LABEL")
-                pairs[file] = label
-            new = set_labels(f.data_dir, pairs, labels_path=labels_path)
-            print(f"saved {len(new)} labels to {labels_path}")
-            return
-        label_files(f.data_dir, labels_path=labels_path, layout=f.layout, png_dir=f.png_dir,
-                    chunk_bytes=int(f.chunk_mb * 2**20))
-    except (*USER_ERRORS, OSError) as e:
-        fail(one_line(e))
+    if not os.path.isdir(f.data_dir):
+        raise NotADirectoryError(f"not a directory: {f.data_dir}")
+    if f.list:
+        print("\n".join(status(f.data_dir, labels_path=labels_path)))
+        return
+    if f.set or f.from_csv:
+        pairs: dict[str, str] = read_csv(f.from_csv) if f.from_csv else {}
+        for item in f.set or []:
+            file, sep, label = item.rpartition("=")
+            if not sep or not file:
+                raise ValueError(f"--set {item!r}: expected FILE=LABEL")
+            pairs[file] = label
+        new = set_labels(f.data_dir, pairs, labels_path=labels_path)
+        print(f"saved {len(new)} labels to {labels_path}")
+        return
+    label_files(f.data_dir, labels_path=labels_path, layout=f.layout, png_dir=f.png_dir,
+                chunk_bytes=int(f.chunk_mb * 2**20))
 
 
 if __name__ == "__main__":
-    from absl import app
+    from jaxtrain.cli import start
 
     _define_flags()
-    app.run(main)
+    start(main, required=("data_dir",), doc=__doc__)

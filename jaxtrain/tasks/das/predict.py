@@ -13,7 +13,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jaxtrain.data.hdf5 import one_line
+from jaxtrain.cli import one_line
+from jaxtrain.data.padding import pad_rows
 from jaxtrain.tasks.das.evaluation import file_decision
 from jaxtrain.tasks.das.model import build_model, class_probabilities
 from jaxtrain.tasks.das.reader import Recording, list_recordings, open_recording
@@ -97,8 +98,7 @@ def predict(config: ml_collections.ConfigDict, variables: dict[str, Any], input_
                     pending = None  # dispatch the next batch before fetching the last one
                     for s, x in _batches(rec, d.window, d.eval_stride, batch_size):
                         n = len(s)
-                        x = np.pad(x, ((0, batch_size - n), (0, 0), (0, 0)))  # one shape
-                        out = forward(params, x)
+                        out = forward(params, pad_rows(x, batch_size))
                         if pending is not None:
                             probs.append(np.asarray(pending[0])[:pending[1]])
                         pending = (out, n)

@@ -18,7 +18,8 @@ from typing import Any, Literal
 import h5py
 import numpy as np
 
-from jaxtrain.data.hdf5 import PerProcess, one_line, open_hdf5
+from jaxtrain.cli import one_line
+from jaxtrain.data.hdf5 import PerProcess, open_hdf5
 from jaxtrain.tasks.das.schema import iso_time
 
 CHUNK_CACHE_BYTES = 64 * 2**20  # per open file: windows straddle chunks and are reread

@@ -18,11 +18,9 @@ import numpy as np
 from jaxtrain.report import Figure, Out
 from jaxtrain.report import plots as rp
 from jaxtrain.run_files import RunFiles
+from jaxtrain.task import ReportHook
 from jaxtrain.tasks.das.schema import CLASS_NAMES, LABELS_FILE, NOISE
 
-UNIT = "windows"
-# Validation metrics drawn over epochs (and shown first while the run trains).
-CURVES = ("val/file_accuracy", "val/file_macro_f1", "val/accuracy", "val/macro_f1")
 WATERFALLS = 3  # test recordings drawn: one per true class where possible
 
 
@@ -152,3 +150,9 @@ def _waterfall_png(run: RunFiles, test: dict[str, np.ndarray], file_id: int, nam
     ax.legend(unique.values(), unique.keys(), fontsize=8, ncol=4, loc="upper center",
               bbox_to_anchor=(0.5, -0.22))
     return rp.save(fig, out.path(f"das_waterfall_{file_id}.png"))
+
+
+REPORT = ReportHook(
+    unit="windows",
+    curves=("val/file_accuracy", "val/file_macro_f1", "val/accuracy", "val/macro_f1"),
+    class_names=class_names, figures=figures)

@@ -14,7 +14,6 @@ aggregating their windows (`evaluation.file_decision`, threshold `data.event_thr
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 from collections.abc import Sequence
@@ -33,7 +32,7 @@ from jaxtrain.data.synthetic import configured_or_generated, generated_once
 from jaxtrain.task import Task
 from jaxtrain.tasks.das import synthetic
 from jaxtrain.tasks.das.augment import augment, augment_batch
-from jaxtrain.tasks.das.evaluation import confusion_figures, file_evaluator, window_metrics
+from jaxtrain.tasks.das.evaluation import file_evaluator, window_metrics
 from jaxtrain.tasks.das.labels import entry_label, labelled_files, load_labels, window_labels
 from jaxtrain.tasks.das.model import build_model, class_probabilities
 from jaxtrain.tasks.das.reader import Recording, open_recording
@@ -190,7 +189,6 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
         evaluators=[window_metrics, file_evaluator(file_class, names, d.event_threshold)],
         headline=HEADLINE, transform=None if blocks else transform,
         random_transform=random_transform if aug.enabled and not in_step else None,
-        figures=functools.partial(confusion_figures, title=f"DAS {config.model.name}"),
         data={"path": directory, **sizes, "splits": splits,
               "train_window_label_counts": counts.tolist(), "class_names": list(CLASS_NAMES),
               "class_weights": np.asarray(class_weights).tolist()},

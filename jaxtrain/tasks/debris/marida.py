@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from jaxtrain.data.hdf5 import one_line
+from jaxtrain.cli import one_line
 from jaxtrain.tasks.debris import synthetic
 from jaxtrain.tasks.debris.layout import DEBRIS, NOT_DEBRIS, NUM_BANDS, SPLITS, UNLABELED, create
 

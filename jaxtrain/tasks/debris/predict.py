@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import glob
-import json
 import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -19,7 +18,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxtrain.data.padding import pad_rows
 from jaxtrain.models.se_unet import SEUNet
+from jaxtrain.run_files import chosen_threshold
 from jaxtrain.tasks.debris.marida import read_tiff_image
 from jaxtrain.tasks.debris.model import build_model
 from jaxtrain.tasks.debris.reader import read_debris_file
@@ -61,9 +62,7 @@ def sliding_window_predict(predict_batch: Callable[[np.ndarray], np.ndarray],
     def run_pending() -> None:
         crops = np.stack([c for *_, c in pending])
         n = len(crops)
-        if n < batch_size:
-            crops = np.concatenate([crops, np.repeat(crops[-1:], batch_size - n, 0)])
-        probs = np.asarray(predict_batch(crops))[:n]
+        probs = np.asarray(predict_batch(pad_rows(crops, batch_size)))[:n]
         for (slot, y, x, _), p in zip(pending, probs, strict=True):
             t = open_tiles[slot]
             t["acc"][y:y + window, x:x + window] += p * weight
@@ -139,15 +138,6 @@ def _georeferencing(path: str) -> list[tuple]:
                 if t.code in (33550, 33922, 34264, 34735, 34736, 34737)]
 
 
-def tuned_threshold(workdir: str) -> float | None:
-    """The validation-chosen threshold of a finished run, or None."""
-    try:
-        with open(os.path.join(workdir, "results.json")) as f:
-            return float(json.load(f)["test_report"]["threshold"]["chosen"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 def predict(config: ml_collections.ConfigDict, variables: dict[str, Any], input_path: str,
             output_path: str, batch_size: int, *, threshold: float | None = None,
             workdir: str | None = None) -> dict:
@@ -169,7 +159,7 @@ def predict(config: ml_collections.ConfigDict, variables: dict[str, Any], input_
 
     p = config.predict
     if threshold is None:
-        threshold = tuned_threshold(workdir) if workdir else None
+        threshold = chosen_threshold(workdir)
         threshold = p.threshold if threshold is None else threshold
     norm = variables["model_state"]["normalization"]
     mean = np.asarray(norm["mean"], np.float32)

@@ -18,12 +18,8 @@ import numpy as np
 from jaxtrain.report import Figure, Out
 from jaxtrain.report import plots as rp
 from jaxtrain.run_files import RunFiles
+from jaxtrain.task import ReportHook
 
-UNIT = "patches"
-MODEL_NAME = "SE U-Net"  # the run's model in the model comparison
-# Validation metrics drawn over epochs (and shown first while the run trains); max_prob, a
-# headline number, is a sanity check, not a curve to watch.
-CURVES = ("val/debris_f1", "val/best_f1", "val/best_iou", "val/best_threshold")
 TILES = 4  # test patches drawn: those with the most labelled debris
 RGB_BANDS = ("B4", "B3", "B2")  # red, green, blue
 
@@ -117,3 +113,10 @@ def _masks_png(run: RunFiles, prob_u8: np.ndarray, data_path: str, threshold: fl
                loc="lower center", ncol=5, fontsize=9)
     fig.tight_layout(rect=(0, 0.4 / (0.5 + 3.2 * len(picked)), 1, 1))  # room for the legend
     return rp.save(fig, out.path("debris_masks.png"), layout=False)
+
+
+REPORT = ReportHook(
+    unit="patches", model_name="SE U-Net",
+    # max_prob, a headline number, is a sanity check, not a curve to watch.
+    curves=("val/debris_f1", "val/best_f1", "val/best_iou", "val/best_threshold"),
+    figures=figures)

@@ -11,8 +11,10 @@ every window of a new log, with the combination the run chose.
 from jaxtrain.task import System
 from jaxtrain.tasks.fire.checks import validate
 from jaxtrain.tasks.fire.predict import predict
+from jaxtrain.tasks.fire.report import REPORT
 from jaxtrain.tasks.fire.task import build
 
 SYSTEM = System(name="fire", description="fire detection from multi-area sensor logs "
                 "(normal / warning / fire, and a risk score)", build=build, predict=predict,
-                validate=validate, export_target=("accuracy", 0.95))  # the seed's target
+                validate=validate, report=REPORT,
+                export_target=("accuracy", 0.95))  # the seed's target

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxtrain.data.padding import pad_rows
 from jaxtrain.files import atomic_path
 from jaxtrain.tasks.fire import ensemble, features, normalize
 from jaxtrain.tasks.fire.model import build_model
@@ -72,9 +73,7 @@ def predict(config: ml_collections.ConfigDict, variables: dict[str, Any], input_
         n = len(batch["area"])
         x = normalize.normalize(batch["x"], saved["center"], saved["scale"], saved["method"],
                                 tuple(d.diff_lags))
-        pad = (0, batch_size - n)  # one batch shape: one compilation
-        p, r = forward(params, np.pad(x, (pad, (0, 0), (0, 0))),
-                       np.pad(run_area[batch["area"]], pad))
+        p, r = forward(params, *pad_rows((x, run_area[batch["area"]]), batch_size))
         probs.append(np.asarray(p)[:n])
         risk.append(np.asarray(r)[:n])
     probs_a, risk_a = np.concatenate(probs), np.concatenate(risk)

@@ -18,14 +18,9 @@ from jaxtrain import plots
 from jaxtrain.report import Figure, Out
 from jaxtrain.report import plots as rp
 from jaxtrain.run_files import RunFiles
+from jaxtrain.task import ReportHook
 from jaxtrain.tasks.fire.layout import CLASS_NAMES
 
-UNIT = "windows"
-MODEL_NAME = "transformer"  # the run's model in the model comparison
-# The reference plan's acceptable accuracy (94-96 %), drawn on the model comparison.
-TARGETS = {"accuracy": 0.94}
-# Validation metrics drawn over epochs (and shown first while the run trains).
-CURVES = ("val/accuracy", "val/macro_f1", "val/fire_recall", "val/warning_recall")
 IMPORTANCE_PNG = os.path.join("ensemble", "importance.png")  # written by ensemble.importance
 
 
@@ -85,3 +80,11 @@ def _risk_png(run: RunFiles, test: dict[str, np.ndarray], out: Out) -> str:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, markerscale=2)
     return rp.save(fig, out.path("risk.png"))
+
+
+REPORT = ReportHook(
+    unit="windows", model_name="transformer",
+    # The reference plan's acceptable accuracy (94-96 %), drawn on the model comparison.
+    targets={"accuracy": 0.94},
+    curves=("val/accuracy", "val/macro_f1", "val/fire_recall", "val/warning_recall"),
+    class_names=class_names, models=models, figures=figures)

@@ -27,6 +27,7 @@ from absl import logging
 from jaxtrain import losses
 from jaxtrain.data import device
 from jaxtrain.data.hdf5 import HDF5WindowSource, window_device_data
+from jaxtrain.data.padding import pad_rows
 from jaxtrain.data.splits import split_windows
 from jaxtrain.data.synthetic import configured_or_generated, generated_once
 from jaxtrain.task import Task
@@ -178,10 +179,9 @@ def raw_window_predictor(predict_fn: Any, batch_transform: Any, batch_size: int
         out = []
         for start in range(0, len(x), batch_size):
             n = min(batch_size, len(x) - start)
-            pad = (0, batch_size - n)
             batch = batch_transform({
-                "x": np.pad(x[start:start + n], (pad, (0, 0), (0, 0))),
-                "area": np.pad(np.asarray(area[start:start + n], np.int32), pad),
+                **pad_rows({"x": x[start:start + n],
+                            "area": np.asarray(area[start:start + n], np.int32)}, batch_size),
                 "label": np.zeros(batch_size, np.int32), "risk": np.zeros(batch_size)})
             p = step(variables["params"], variables["model_state"], batch)["probs"]
             out.append(np.asarray(p)[:n])

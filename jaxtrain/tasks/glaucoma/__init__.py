@@ -11,8 +11,10 @@ regression; task: `build`; checks: config validation; predict: CSV of referral d
 from jaxtrain.task import System
 from jaxtrain.tasks.glaucoma.checks import validate
 from jaxtrain.tasks.glaucoma.predict import predict
+from jaxtrain.tasks.glaucoma.report import REPORT
 from jaxtrain.tasks.glaucoma.task import build
 
 SYSTEM = System(name="glaucoma", description="referable-glaucoma screening of fundus "
                 "photographs (AIROGS; EfficientNet-B0)", build=build, predict=predict,
-                validate=validate, export_target=("pauc", 0.55))  # the seed's V2 pAUC 0.55-0.65
+                validate=validate, report=REPORT,
+                export_target=("pauc", 0.55))  # the seed's V2 pAUC 0.55-0.65

@@ -33,6 +33,7 @@ from absl import logging
 from PIL import Image, ImageCms, ImageFilter
 
 from jaxtrain import files
+from jaxtrain.cli import one_line
 from jaxtrain.data.device import DeviceData, take
 from jaxtrain.data.hdf5 import PerProcess
 
@@ -184,7 +185,7 @@ def _decode_into(path: str, paths: Sequence[str], size: int, clahe: float,
                 try:
                     block[k - a] = decode(paths[k], size, clahe, disc_crop=disc_crop)
                 except (OSError, ValueError, SyntaxError) as e:  # what Pillow raises on bad data
-                    errors[k - a] = f"{type(e).__name__}: {' '.join(str(e).split())}"
+                    errors[k - a] = one_line(e, named=True)
             f["images"][a:b] = block
             f["errors"][a:b] = errors
             f.attrs["filled"] = b  # after the block: a crash redoes at most one block

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import json
 import os
 from typing import Any
 
@@ -14,23 +13,16 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxtrain.cli import one_line
+from jaxtrain.data.padding import pad_rows
 from jaxtrain.files import atomic_path
+from jaxtrain.run_files import chosen_threshold
 from jaxtrain.tasks.glaucoma import images
 from jaxtrain.tasks.glaucoma.airogs import find_images, read_labels
 from jaxtrain.tasks.glaucoma.model import build_model, referable_probability
 from jaxtrain.tasks.glaucoma.synthetic import LABELS_FILE
 
 COLUMNS = ("challenge_id", "path", "probability", "referable", "reference", "error")
-
-
-def tuned_threshold(workdir: str | None) -> float | None:
-    """The run's validation-chosen 95%-specificity threshold, or None (no results yet)."""
-    try:
-        with open(os.path.join(workdir or "", "results.json")) as f:
-            value = json.load(f)["test_report"]["threshold"]["chosen"]
-        return float(value) if np.isfinite(value) else None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def _inputs(input_path: str) -> list[tuple[str, str, str]]:
@@ -67,7 +59,7 @@ def predict(config: ml_collections.ConfigDict, variables: dict[str, Any], input_
     still predicted). Returns a summary."""
     d = config.data
     if threshold is None:
-        threshold = tuned_threshold(workdir)
+        threshold = chosen_threshold(workdir)
         threshold = config.predict.threshold if threshold is None else threshold
     model = build_model(config)
     v = jax.device_put({"params": variables["params"], **variables["model_state"]})
@@ -82,8 +74,8 @@ def predict(config: ml_collections.ConfigDict, variables: dict[str, Any], input_
     def run() -> None:
         x = np.stack([img for _, img in pending])
         n = len(x)
-        x = np.concatenate([x, np.repeat(x[-1:], batch_size - n, 0)])  # one shape, one compile
-        p = np.asarray(_forward(model, passes, v, jnp.asarray(x, jnp.float32)))[:n]
+        x = jnp.asarray(pad_rows(x, batch_size), jnp.float32)
+        p = np.asarray(_forward(model, passes, v, x))[:n]
         probs.update({i: float(q) for (i, _), q in zip(pending, p, strict=True)})
         pending.clear()
 
@@ -94,7 +86,7 @@ def predict(config: ml_collections.ConfigDict, variables: dict[str, Any], input_
         try:
             pending.append((i, images.decode(path, d.image_size, d.clahe, disc_crop=crop)))
         except (OSError, ValueError, SyntaxError) as e:
-            errors[i] = f"{type(e).__name__}: {' '.join(str(e).split())}"
+            errors[i] = one_line(e, named=True)
         if len(pending) == batch_size:
             run()
     if pending:

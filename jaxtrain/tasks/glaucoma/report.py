@@ -4,16 +4,12 @@ screening targets on the model comparison. The generic report draws the rest fro
 
 from __future__ import annotations
 
-from jaxtrain.run_files import RunFiles
+from jaxtrain.task import ReportHook
 from jaxtrain.tasks.glaucoma.airogs import CLASSES
 
-UNIT = "images"
-MODEL_NAME = "EfficientNet-B0"
-# The screening targets (issue 12): AUC, AIROGS partial AUC, sensitivity at 95% specificity.
-TARGETS = {"auc": 0.95, "pauc": 0.85, "sens_at_95_spec": 0.80}
-CURVES = ("val/auc", "val/pauc", "val/sens_at_95_spec")
-
-
-def class_names(run: RunFiles) -> list[str]:
-    """AIROGS's classes in label order: no referable glaucoma, referable glaucoma."""
-    return list(CLASSES)
+REPORT = ReportHook(
+    unit="images", model_name="EfficientNet-B0",
+    # The screening targets (issue 12): AUC, AIROGS partial AUC, sensitivity at 95% specificity.
+    targets={"auc": 0.95, "pauc": 0.85, "sens_at_95_spec": 0.80},
+    curves=("val/auc", "val/pauc", "val/sens_at_95_spec"),
+    class_names=lambda run: list(CLASSES))  # no referable glaucoma, referable glaucoma

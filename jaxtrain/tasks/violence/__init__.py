@@ -12,6 +12,7 @@ for new videos.
 from jaxtrain.task import System
 from jaxtrain.tasks.violence.checks import validate
 from jaxtrain.tasks.violence.predict import predict
+from jaxtrain.tasks.violence.report import REPORT
 from jaxtrain.tasks.violence.task import build
 
 SYSTEM = System(name="violence", description="violence detection in video clips (VGG19 frame "
@@ -20,4 +21,4 @@ SYSTEM = System(name="violence", description="violence detection in video clips 
                 # how the feature-extraction stage is parallelized and reports progress
                 safe_to_change=("data.decode_workers", "data.progress_every_s",
                                 "data.synthetic.workers", "encoder.batch_frames",
-                                "encoder.batch_clips"))
+                                "encoder.batch_clips"), report=REPORT)

@@ -20,6 +20,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxtrain.data.padding import pad_rows
 from jaxtrain.models import vgg19
 from jaxtrain.train_step import compute_dtype
 
@@ -76,10 +77,7 @@ def make_encoder(config: ml_collections.ConfigDict
         out = []
         for start in range(0, n, per_call):
             chunk = frames[start:start + per_call]
-            pad = per_call - len(chunk)
-            if pad:
-                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-            out.append(np.asarray(apply(params, chunk))[:per_call - pad])
+            out.append(np.asarray(apply(params, pad_rows(chunk, per_call)))[:len(chunk)])
         return np.concatenate(out) if out else np.zeros((0, feature_dim(config)), np.float16)
 
     return encode

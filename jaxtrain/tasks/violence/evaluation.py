@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtrain import files, metrics
+from jaxtrain.evaluate import load_predictions
+from jaxtrain.run_files import PREDICTIONS_DIR
 from jaxtrain.task import Evaluator, Metrics, Outputs
 from jaxtrain.tasks.violence.clips import CLASS_NAMES
 from jaxtrain.tasks.violence.loss import violence_loss
@@ -66,14 +68,14 @@ def write_clip_table(path: str, names: Sequence[str], outputs: Outputs, top: int
     return path
 
 
-def clip_table_figure(names: Sequence[str]):
-    """`Task.figures`: the per-clip CSV of the test split from the saved predictions."""
+def clip_table_stage(names: Sequence[str]):
+    """`Task.after_training`: the test split's per-clip CSV (predictions/test_clips.csv),
+    from the saved predictions; results.json "test_clips" is its path."""
 
-    def figures(workdir: str, report: dict[str, Any]) -> dict[str, str]:
-        pred = os.path.join(workdir, "predictions", "test.npz")
-        with np.load(pred) as z:
-            outputs = {k: z[k] for k in z.files}
+    def write(workdir: str, variables: dict[str, Any]) -> dict[str, str]:
+        del variables  # the table reads the saved predictions only
+        outputs = load_predictions(workdir, "test")
         return {"test_clips": write_clip_table(
-            os.path.join(workdir, "predictions", "test_clips.csv"), names, outputs)}
+            os.path.join(workdir, PREDICTIONS_DIR, "test_clips.csv"), names, outputs)}
 
-    return figures
+    return write

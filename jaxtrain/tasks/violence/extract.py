@@ -8,15 +8,13 @@ itself is features.py (kept apart so that `-m` runs a module the package has not
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from jaxtrain import config_files
-from jaxtrain.cli import fail, run_cli
+from jaxtrain.cli import start
 from jaxtrain.tasks.violence.checks import validate
 from jaxtrain.tasks.violence.features import ensure_features
 from jaxtrain.tasks.violence.task import dataset_root
@@ -26,22 +24,15 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "the violence config "
 flags.FLAGS["config"].parser = config_files.ConfigFlagParser()
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        fail(f"unexpected arguments: {' '.join(argv[1:])}")
+def extract() -> dict:
+    """The feature cache of --config, made unless it exists; a summary."""
     config = _CONFIG.value
-
-    def run() -> dict:
-        validate(config)
-        t0 = time.monotonic()
-        feats = ensure_features(config, dataset_root(config))
-        return {"cache": feats.path, "clips": len(feats.names), "bad": len(feats.errors),
-                "bad_videos": sorted(feats.errors), "seconds": round(time.monotonic() - t0, 1)}
-
-    print(json.dumps(run_cli(run)))
+    validate(config)
+    t0 = time.monotonic()
+    feats = ensure_features(config, dataset_root(config))
+    return {"cache": feats.path, "clips": len(feats.names), "bad": len(feats.errors),
+            "bad_videos": sorted(feats.errors), "seconds": round(time.monotonic() - t0, 1)}
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config"])
-    app.run(main)
-    sys.exit(0)
+    start(extract, required=("config",), doc=__doc__)

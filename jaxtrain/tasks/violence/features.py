@@ -35,7 +35,8 @@ import numpy as np
 from absl import logging
 
 from jaxtrain import files
-from jaxtrain.data.hdf5 import one_line, str_list
+from jaxtrain.cli import one_line
+from jaxtrain.data.hdf5 import str_list
 from jaxtrain.tasks.violence import encoder as encoder_lib
 from jaxtrain.tasks.violence.clips import Clip, list_clips
 from jaxtrain.tasks.violence.video import VideoError, read_frames
@@ -64,7 +65,7 @@ def decode_clip(path: str, num_frames: int, size: int, min_frames: int
     except VideoError as e:
         return None, str(e)
     except Exception as e:  # a decoder bug must not stop a 2,000-clip job
-        return None, f"{path}: {type(e).__name__}: {' '.join(str(e).split())}"
+        return None, f"{path}: {one_line(e, named=True)}"
 
 
 def motion_energy(frames: np.ndarray) -> np.ndarray:

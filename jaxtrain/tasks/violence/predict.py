@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 
 from jaxtrain import files
+from jaxtrain.data.padding import pad_rows
 from jaxtrain.tasks.violence import encoder as encoder_lib
 from jaxtrain.tasks.violence.features import decoded_clips
 from jaxtrain.tasks.violence.model import build_model
@@ -60,9 +61,8 @@ def predict(config: ml_collections.ConfigDict, variables: dict[str, Any], input_
             return
         x = encode(np.concatenate([fr for _, fr in pending])).reshape(len(pending), n_frames, -1)
         n = len(x)
-        x = np.concatenate([x, np.repeat(x[-1:], batch_size - n, 0)]) if n < batch_size else x
         scores = _scores(model, config.data.frame_inputs, config.eval.get("reverse_view", False),
-                         params, model_state, jnp.asarray(x))
+                         params, model_state, jnp.asarray(pad_rows(x, batch_size)))
         probs, att = (np.asarray(a)[:n] for a in scores)
         for (k, _), p, a in zip(pending, probs, att, strict=True):
             top = np.argsort(-a)[:3]

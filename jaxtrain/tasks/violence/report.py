@@ -4,14 +4,10 @@ predictions (confusion matrices, ROC/PR, threshold sweep, attention over frames)
 
 from __future__ import annotations
 
-from jaxtrain.run_files import RunFiles
+from jaxtrain.task import ReportHook
 from jaxtrain.tasks.violence.clips import CLASS_NAMES
 
-UNIT = "clips"
-MODEL_NAME = "LSTM-attention"
-TARGETS = {"accuracy": 0.90}  # issue 13's test accuracy
-CURVES = ("val/accuracy", "val/violent_f1", "val/roc_auc")
-
-
-def class_names(run: RunFiles) -> list[str]:
-    return list(CLASS_NAMES)
+REPORT = ReportHook(unit="clips", model_name="LSTM-attention",
+                    targets={"accuracy": 0.90},  # issue 13's test accuracy
+                    curves=("val/accuracy", "val/violent_f1", "val/roc_auc"),
+                    class_names=lambda run: list(CLASS_NAMES))

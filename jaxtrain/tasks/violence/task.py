@@ -232,7 +232,7 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Task:
         init_fn=init_fn, loss_fn=loss_fn, predict_fn=predict_fn,
         evaluators=[evaluation.classification(class_weights, **loss_args)],
         headline=HEADLINE, baseline=baseline,
-        figures=evaluation.clip_table_figure(feats.names),
+        after_training=evaluation.clip_table_stage(feats.names),
         data={"root": root, "feature_cache": feats.path, "clips": sizes,
               "train_label_counts": np.bincount(train_labels, minlength=2).tolist(),
               "class_weights": class_weights.tolist(), "videos_left_out": feats.errors,

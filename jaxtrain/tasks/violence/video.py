@@ -13,6 +13,8 @@ import os
 
 import numpy as np
 
+from jaxtrain.cli import one_line
+
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".mpg", ".mpeg", ".webm", ".m4v", ".wmv")
 
 
@@ -48,15 +50,11 @@ def _open(path: str):
     try:
         container = av.open(path)
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as e:
-        raise VideoError(f"{path}: not a readable video ({_one_line(e)})") from None
+        raise VideoError(f"{path}: not a readable video ({one_line(e)})") from None
     if not container.streams.video:
         container.close()
         raise VideoError(f"{path}: no video stream")
     return container
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 def probe(path: str) -> VideoInfo:
@@ -106,7 +104,7 @@ def read_frames(path: str, num_frames: int, size: int, *, min_frames: int = 1) -
                     break
         except Exception as e:
             if count == 0:
-                raise VideoError(f"{path}: cannot decode ({_one_line(e)})") from None
+                raise VideoError(f"{path}: cannot decode ({one_line(e)})") from None
             # a damaged tail: keep what was decoded, if it is enough (checked below)
         if count < max(min_frames, 1):
             raise VideoError(f"{path}: {count} decodable frames, fewer than the "
