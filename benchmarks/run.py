@@ -32,7 +32,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from jaxtrain import optim, train
+from jaxtrain import optim, train_setup
 from jaxtrain import sharding as shd
 from jaxtrain.data import pipeline
 from jaxtrain.task import load_system
@@ -53,7 +53,7 @@ def matmul_peak_flops(n: int = 4096, repeats: int = 10) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - t)
 
 
-def inference_latency_ms(task, inputs: train.Input, mesh, state: TrainState,
+def inference_latency_ms(task, inputs: train_setup.Input, mesh, state: TrainState,
                          shardings: TrainState, repeats: int) -> float:
     """Median latency of the jitted predict step on one validation record per device (the
     seeds' "ms per tile"): whole eval records, e.g. a 256 x 256 debris patch, not crops."""
@@ -76,9 +76,9 @@ def build_task(config):
     return load_system(config.task).build(config, workdir)
 
 
-def train_iterator(inputs: train.Input, config, mesh):
-    """The training input pipeline exactly as train.py builds it (workers, threads)."""
-    return train.train_batches(inputs, config, mesh, num_epochs=1000)
+def train_iterator(inputs: train_setup.Input, config, mesh):
+    """The training input pipeline exactly as training builds it (workers, threads)."""
+    return train_setup.train_batches(inputs, config, mesh, num_epochs=1000)
 
 
 def cpu_seconds() -> float:
@@ -113,7 +113,7 @@ def time_input(it, batches: int, batch_size: int) -> dict:
 def input_benchmark(config, batches: int) -> dict:
     """The input pipeline alone, no model: what this host can feed a device."""
     task, mesh = build_task(config), shd.make_mesh(config.mesh.fsdp)
-    inputs = train.make_input(task, mesh)
+    inputs = train_setup.make_input(task, mesh)
     rates = time_input(train_iterator(inputs, config, mesh), batches, config.train.batch_size)
     return {"system": config.task, "model": config.model.get("name", config.task),
             "input_only": True, "batch_size": config.train.batch_size,
@@ -144,8 +144,8 @@ def benchmark(config, steps: int, warmup: int) -> dict:
     mesh = shd.make_mesh(config.mesh.fsdp)
     batch_size = config.train.batch_size
     tx, schedule = optim.make_optimizer(config.optim, 100, 10_000)
-    state, shardings = train.make_state(task, config, mesh, tx)  # as training builds it
-    inputs = train.make_input(task, mesh)
+    state, shardings = train_setup.make_state(task, config, mesh, tx)  # as training builds it
+    inputs = train_setup.make_input(task, mesh)
     jitted = make_train_step(task.loss_fn, tx, mesh, shardings, learning_rate_fn=schedule,
                              gather=inputs.gather)
     step = inputs.bind(jitted)
@@ -255,7 +255,7 @@ def reference_batches(config, host_batches: list[dict] | None) -> list[dict]:
     if "stream" in host_config.data:
         host_config.data.stream = "windows"
     task, mesh = build_task(host_config), shd.make_mesh(host_config.mesh.fsdp)
-    it = train_iterator(train.make_input(task, mesh), host_config, mesh)
+    it = train_iterator(train_setup.make_input(task, mesh), host_config, mesh)
     return [next(it) for _ in range(4)]
 
 

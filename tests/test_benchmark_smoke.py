@@ -45,7 +45,7 @@ def test_reference_batches_are_model_inputs_when_jaxtrain_normalizes_in_its_step
     fewer input channels than the Flax model (a GPU run failed on that)."""
     from benchmarks import run
     from configs import fire
-    from jaxtrain import sharding, train
+    from jaxtrain import sharding, train_setup
 
     config = fire.get_config()
     config.data.update(samples_per_area=3000, blocks_per_area=6, cache_dir=cache_dir,
@@ -54,7 +54,7 @@ def test_reference_batches_are_model_inputs_when_jaxtrain_normalizes_in_its_step
     config.train.batch_size = 32
     task = run.build_task(config)
     mesh = sharding.make_mesh(1)
-    raw = [next(run.train_iterator(train.make_input(task, mesh), config, mesh))]
+    raw = [next(run.train_iterator(train_setup.make_input(task, mesh), config, mesh))]
     channels = raw[0]["x"].shape[-1]
     model_channels = channels * (1 + len(config.data.diff_lags))
     assert run.reference_batches(config, raw)[0]["x"].shape[-1] == model_channels

@@ -25,6 +25,7 @@ from absl import logging
 
 from jaxtrain import metrics
 from jaxtrain.files import atomic_path
+from jaxtrain.report.plots import save as save_png
 
 CSV_NAME = "importance.csv"
 PNG_NAME = "importance.png"
@@ -132,7 +133,4 @@ def _plot(path: str, rows: list[tuple[str, str, str, float, float]]) -> str:
         ax.set_xlabel("mean decrease in impurity" if method == "impurity"
                       else "validation macro F1 drop")
         ax.set_title(f"{model}: {method}", fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    return path
+    return save_png(fig, path)
