@@ -49,7 +49,7 @@ from jaxtrain.report.figures import (
     safely,
     step_series,
 )
-from jaxtrain.run_files import load_run
+from jaxtrain.run_files import RunFiles, load_run
 
 __all__ = ["FIGURES_DIR", "REPORT_FILE", "Figure", "Out", "build_comparison", "build_report",
            "confusion_matrices", "finite", "headline", "hook", "step_series",
@@ -68,9 +68,10 @@ def build_report(workdir: str) -> str:
     return path
 
 
-def build_comparison(workdirs: Sequence[str], path: str) -> str:
-    """One page comparing several runs side by side; figures in `<page stem>_files/`."""
-    runs = [load_run(w) for w in workdirs]
+def build_comparison(workdirs: Sequence[str | RunFiles], path: str) -> str:
+    """One page comparing several runs (workdirs, or runs already loaded) side by side;
+    figures in `<page stem>_files/`."""
+    runs = [w if isinstance(w, RunFiles) else load_run(w) for w in workdirs]
     page_dir = os.path.dirname(os.path.abspath(path))
     out = Out(page_dir, os.path.splitext(os.path.basename(path))[0] + "_files")
     figs = safely(lambda: comparison_figures(runs, out, "runs"), "model comparison",
